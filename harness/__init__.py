@@ -1,0 +1,31 @@
+"""harness: compare image-classification backbones with honest cross-validated leaderboards.
+
+The public API for plugin authors is what this module exports.
+"""
+
+from harness.errors import HarnessError
+from harness.hookspecs import hookimpl
+from harness.specs import (
+    REQUIRED,
+    BuildContext,
+    DatasetContext,
+    DatasetSpec,
+    MetricSpec,
+    ModelSpec,
+    Samples,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REQUIRED",
+    "BuildContext",
+    "DatasetContext",
+    "DatasetSpec",
+    "HarnessError",
+    "MetricSpec",
+    "ModelSpec",
+    "Samples",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,150 @@
+"""The `harness` command.
+
+Exit codes: 0 success; 1 an unexpected error (a bug: the traceback is shown); 2 a problem for the
+user to fix (study file, data, plugin, command line: one line says what and where); 130 interrupted
+(rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from harness import __version__
+from harness.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, HarnessError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors are user errors too: exit 2
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER, f"harness: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="harness", description="Compare image-classification models with cross-validated search.")
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run or resume a study and write its leaderboard")
+    run.add_argument("study", type=Path, help="study file (TOML)")
+    run.add_argument("--trials", type=_positive, help="trials per candidate (overrides search.trials)")
+    run.add_argument("--folds", type=_positive, help="cross-validation folds (overrides cv.folds)")
+    run.add_argument("--epochs", type=_positive, help="training epochs (overrides train.epochs)")
+    run.add_argument("--results", type=Path, default=Path("results"), help="results root; the study writes to RESULTS/<study name> (default: results)")
+    run.add_argument("--data-root", type=Path, default=None, help="folder that dataset roots are relative to (default: $HARNESS_DATA_ROOT or .)")
+
+    validate = sub.add_parser("validate", help="check a study file and its data without training")
+    validate.add_argument("study", type=Path)
+    validate.add_argument("--data-root", type=Path, default=None)
+    validate.add_argument("--folds", type=_positive)
+
+    board = sub.add_parser("leaderboard", help="print the leaderboard of a results folder")
+    board.add_argument("results_dir", type=Path, help="a study's results folder, e.g. results/demo")
+
+    sub.add_parser("plugins", help="list plugins and what each registers")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        return _dispatch(args, err)
+    except HarnessError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted.[/] Finished folds are saved; run the same command again to resume.")
+        return EXIT_INTERRUPTED
+    except Exception:
+        err.print_exception()
+        err.print("[bold red]internal error[/] (a bug in harness or a plugin; please report it with the traceback above)")
+        return EXIT_INTERNAL
+
+
+def _dispatch(args: argparse.Namespace, err: Console) -> int:
+    from harness.plugins import get_plugins
+
+    if args.command == "leaderboard":
+        from harness.leaderboard import build_leaderboard, print_leaderboard
+
+        print_leaderboard(build_leaderboard(args.results_dir), Console(), title=f"{args.results_dir.name} leaderboard")
+        return EXIT_OK
+
+    plugins = get_plugins()
+    if args.command == "plugins":
+        _print_plugins(plugins)
+        return EXIT_OK
+
+    from harness.config import load_study
+    from harness.runner import default_data_root
+
+    overrides = {k: getattr(args, k) for k in ("trials", "folds", "epochs") if getattr(args, k, None) is not None}
+    study = load_study(args.study, plugins, overrides)
+    data_root = args.data_root or default_data_root()
+    if args.command == "validate":
+        return _validate(study, plugins, data_root, err)
+
+    from harness.runner import run_study
+
+    run_study(study, plugins, args.results, data_root, err)
+    return EXIT_OK
+
+
+def _validate(study, plugins, data_root: Path, err: Console) -> int:
+    from harness.folds import make_folds
+    from harness.runner import describe, prepare
+
+    dataset, notes = prepare(study, plugins, data_root, err)
+    make_folds(dataset, study.cv)
+    for cand in study.candidates:
+        spec = plugins.models.get(cand.model)
+        for name in spec.inputs:
+            if name != "image":
+                dataset.one_hot(name)
+    err.print(f"[green]ok[/] {study.path}: {describe(dataset)}")
+    for note in notes:
+        err.print(f"[yellow]warning:[/] {note}")
+    for cand in study.candidates:
+        space = ", ".join(f"{k} {d.describe()}" for k, d in cand.space.items()) or "nothing tuned"
+        err.print(f"  {cand.name} ({cand.model}, {cand.image_size[0]}×{cand.image_size[1]}): {space}")
+    return EXIT_OK
+
+
+def _print_plugins(plugins) -> None:
+    from rich.table import Table
+
+    table = Table(title="harness plugins")
+    for column in ("plugin", "source", "registers"):
+        table.add_column(column)
+    for name, _ in sorted(plugins.manager.list_name_plugin(), key=lambda item: item[0]):
+        registered = plugins.registrations(name)
+        hooks = sorted(
+            h.name for h in plugins.manager.get_hookcallers(plugins.manager.get_plugin(name)) or []
+            if not h.name.startswith("register_")
+        )
+        what = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in registered.items())
+        if hooks:
+            what = "; ".join(filter(None, [what, "hooks: " + ", ".join(hooks)]))
+        table.add_row(name, plugins.source(name), what or "—")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

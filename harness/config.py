@@ -1,0 +1,452 @@
+"""Study files: TOML in, a validated ``Study`` out, or one clear error naming file and key."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError, did_you_mean
+from harness.plugins import Plugins
+from harness.space import Dimension, parse_dimension, thaw
+from harness.specs import REQUIRED
+
+#: Training settings a candidate may fix and a search space may tune.
+TRAIN_PARAMS = ("epochs", "batch_size", "optimizer", "learning_rate")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+SMALL_CLASS_POLICIES = ("error", "drop")
+MONITORS = ("val_loss", "val_accuracy")
+
+_ANY = object()
+
+
+@dataclass
+class EarlyStopping:
+    monitor: str = "val_loss"
+    patience: int = 5
+    #: Share of each training fold held out for early stopping; the scored fold is never used.
+    validation_fraction: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    early_stopping: EarlyStopping | None = None
+
+
+@dataclass
+class CVConfig:
+    folds: int = 5
+    repeats: int = 1
+    seed: int = 0
+    stratified: bool = True
+    grouped: bool = True
+    small_classes: str = "error"
+
+
+@dataclass
+class SearchConfig:
+    engine: str = "optuna"
+    trials: int = 10
+    sampler: str = "tpe"
+    pruner: str = "median"
+    storage: str | None = None
+    space: dict[str, Dimension] = field(default_factory=dict)
+
+
+@dataclass
+class MetricsConfig:
+    objective: str = "accuracy"
+    top_k: list[int] = field(default_factory=lambda: [1, 3])
+    extra: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DatasetConfig:
+    name: str
+    image_size: tuple[int, int] | None
+    params: dict[str, Any]
+
+
+@dataclass
+class Candidate:
+    """One model to compare, with its fixed parameters and the space its search explores."""
+
+    name: str
+    model: str
+    image_size: tuple[int, int]
+    params: dict[str, Any]
+    train: TrainConfig
+    space: dict[str, Dimension]
+
+    def fingerprint(self, study: Study) -> str:
+        """Changes when anything that shapes this candidate's trials changes (not the trial count)."""
+        payload = {
+            "model": self.model,
+            "image_size": self.image_size,
+            "params": self.params,
+            "train": _plain(self.train),
+            "space": {k: _plain(v) for k, v in sorted(self.space.items())},
+            "dataset": _plain(study.dataset),
+            "cv": _plain(study.cv),
+            "metrics": _plain(study.metrics),
+            "search": [study.search.engine, study.search.sampler, study.search.pruner],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    seed: int
+    description: str
+    dataset: DatasetConfig
+    candidates: list[Candidate]
+    cv: CVConfig
+    train: TrainConfig
+    search: SearchConfig
+    metrics: MetricsConfig
+    raw: dict[str, Any]
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _plain(getattr(obj, k)) for k in obj.__dataclass_fields__}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+class _Checker:
+    """Type and key checks that report the file and the dotted key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, message: str) -> HarnessError:
+        return HarnessError(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
+
+    def table(self, value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {_show(value)}.")
+        return value
+
+    def keys(self, table: dict[str, Any], key: str, allowed: list[str] | tuple[str, ...]) -> None:
+        for name in table:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise self.fail(
+                    where,
+                    f"unknown key '{name}'.{did_you_mean(name, allowed)} Allowed here: {', '.join(allowed)}.",
+                )
+
+    def value(self, table: dict[str, Any], name: str, key: str, kind: Any, default: Any = REQUIRED) -> Any:
+        where = f"{key}.{name}" if key else name
+        if name not in table:
+            if default is REQUIRED:
+                raise self.fail(where, "missing key; this key is required.")
+            return copy.deepcopy(default)
+        return self.check(table[name], where, kind)
+
+    def check(self, value: Any, where: str, kind: Any) -> Any:
+        if kind is _ANY:
+            return value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, bool):
+            raise self.fail(where, f"expected an integer, got {_show(value)}.")
+        if not isinstance(value, kind):
+            raise self.fail(where, f"expected {_kind_name(kind)}, got {_show(value)}.")
+        return value
+
+    def choice(self, value: Any, where: str, allowed: tuple[str, ...]) -> str:
+        if value not in allowed:
+            raise self.fail(where, f"unknown value {_show(value)}.{did_you_mean(value, allowed)} Allowed: {', '.join(allowed)}.")
+        return value
+
+    def positive(self, value: int, where: str, minimum: int = 1) -> int:
+        if value < minimum:
+            raise self.fail(where, f"must be at least {minimum}, got {value}.")
+        return value
+
+    def size(self, value: Any, where: str) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value, value]
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ):
+            raise self.fail(where, f"expected [height, width] in pixels, e.g. [224, 224], got {_show(value)}.")
+        return (value[0], value[1])
+
+
+def _kind_name(kind: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        hint = " (a folder; give the study file inside it)" if path.is_dir() else ""
+        raise HarnessError(f"{path}: no such study file{hint}.")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise HarnessError(f"{path}: invalid TOML: {exc}. Fix the syntax at that line.") from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"{path}: not a text file (TOML must be UTF-8).") from None
+
+
+_TOP = ("study", "dataset", "candidates", "cv", "train", "search", "metrics")
+
+
+def load_study(path: str | Path, plugins: Plugins, overrides: dict[str, Any] | None = None) -> Study:
+    """Read, validate and resolve a study file. ``overrides`` are the command line's quick settings."""
+    path = Path(path)
+    raw = read_toml(path)
+    c = _Checker(path)
+    c.keys(raw, "", _TOP)
+    overrides = overrides or {}
+
+    study_t = c.table(c.value(raw, "study", "", dict, {}), "study")
+    c.keys(study_t, "study", ("name", "seed", "description"))
+    name = c.value(study_t, "name", "study", str, path.stem)
+    if not name or any(ch in name for ch in "/\\:") or name.startswith("."):
+        raise c.fail("study.name", f"{_show(name)} cannot name a results folder; use letters, digits, - and _.")
+    seed = c.value(study_t, "seed", "study", int, 0)
+    description = c.value(study_t, "description", "study", str, "")
+
+    dataset = _dataset(c, c.table(c.value(raw, "dataset", "", dict), "dataset"), plugins)
+    cv = _cv(c, c.table(c.value(raw, "cv", "", dict, {}), "cv"), seed)
+    train = _train(c, c.table(c.value(raw, "train", "", dict, {}), "train"), "train", TrainConfig())
+    metrics = _metrics(c, c.table(c.value(raw, "metrics", "", dict, {}), "metrics"), plugins)
+    search = _search(c, c.table(c.value(raw, "search", "", dict, {}), "search"))
+
+    if "folds" in overrides:
+        cv.folds = overrides["folds"]
+    if "trials" in overrides:
+        search.trials = overrides["trials"]
+    if "epochs" in overrides:
+        train.epochs = overrides["epochs"]
+
+    cand_raw = c.value(raw, "candidates", "", list)
+    if not cand_raw:
+        raise c.fail("candidates", "no candidates; add at least one [[candidates]] table with a model.")
+    candidates = [
+        _candidate(c, c.table(item, f"candidates[{i}]"), f"candidates[{i}]", plugins, dataset, train, search, overrides)
+        for i, item in enumerate(cand_raw)
+    ]
+    seen: dict[str, int] = {}
+    for i, cand in enumerate(candidates):
+        if cand.name in seen:
+            raise c.fail(
+                f"candidates[{i}].name",
+                f"'{cand.name}' is used by candidates[{seen[cand.name]}] too; give each candidate a distinct name.",
+            )
+        seen[cand.name] = i
+    _check_global_space(c, search.space, candidates, plugins)
+    return Study(path, name, seed, description, dataset, candidates, cv, train, search, metrics, raw)
+
+
+def _dataset(c: _Checker, t: dict[str, Any], plugins: Plugins) -> DatasetConfig:
+    name = c.value(t, "name", "dataset", str)
+    if name not in plugins.datasets:
+        raise c.fail("dataset.name", plugins.datasets.unknown_message(name))
+    spec = plugins.datasets.get(name)
+    core = ("name", "image_size")
+    c.keys(t, "dataset", list(core) + list(spec.params))
+    image_size = c.size(t.get("image_size"), "dataset.image_size")
+    params = {}
+    for key, default in spec.params.items():
+        kind = _ANY if default is None or default is REQUIRED else _type_of(default)
+        params[key] = c.value(t, key, "dataset", kind, default)
+    return DatasetConfig(name, image_size, params)
+
+
+def _type_of(default: Any) -> Any:
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, float):
+        return float
+    if isinstance(default, int):
+        return int
+    if isinstance(default, (list, tuple)):
+        return list
+    return type(default)
+
+
+def _cv(c: _Checker, t: dict[str, Any], seed: int) -> CVConfig:
+    c.keys(t, "cv", tuple(CVConfig.__dataclass_fields__))
+    cv = CVConfig(
+        folds=c.positive(c.value(t, "folds", "cv", int, 5), "cv.folds", 2),
+        repeats=c.positive(c.value(t, "repeats", "cv", int, 1), "cv.repeats"),
+        seed=c.value(t, "seed", "cv", int, seed),
+        stratified=c.value(t, "stratified", "cv", bool, True),
+        grouped=c.value(t, "grouped", "cv", bool, True),
+        small_classes=c.value(t, "small_classes", "cv", str, "error"),
+    )
+    c.choice(cv.small_classes, "cv.small_classes", SMALL_CLASS_POLICIES)
+    return cv
+
+
+def _train(c: _Checker, t: dict[str, Any], key: str, base: TrainConfig) -> TrainConfig:
+    c.keys(t, key, tuple(TrainConfig.__dataclass_fields__))
+    train = copy.deepcopy(base)
+    train.epochs = c.positive(c.value(t, "epochs", key, int, base.epochs), f"{key}.epochs")
+    train.batch_size = c.positive(c.value(t, "batch_size", key, int, base.batch_size), f"{key}.batch_size")
+    train.optimizer = c.choice(c.value(t, "optimizer", key, str, base.optimizer), f"{key}.optimizer", OPTIMIZERS)
+    train.learning_rate = c.value(t, "learning_rate", key, float, base.learning_rate)
+    if train.learning_rate <= 0:
+        raise c.fail(f"{key}.learning_rate", f"must be positive, got {train.learning_rate}.")
+    if "early_stopping" in t:
+        es = t["early_stopping"]
+        where = f"{key}.early_stopping"
+        if es is False:
+            train.early_stopping = None
+        elif es is True:
+            train.early_stopping = EarlyStopping()
+        else:
+            es = c.table(es, where)
+            c.keys(es, where, tuple(EarlyStopping.__dataclass_fields__))
+            fraction = c.value(es, "validation_fraction", where, float, 0.1)
+            if not 0 < fraction < 0.5:
+                raise c.fail(f"{where}.validation_fraction", f"must be between 0 and 0.5, got {fraction}.")
+            train.early_stopping = EarlyStopping(
+                monitor=c.choice(c.value(es, "monitor", where, str, "val_loss"), f"{where}.monitor", MONITORS),
+                patience=c.positive(c.value(es, "patience", where, int, 5), f"{where}.patience", 0),
+                validation_fraction=fraction,
+            )
+    return train
+
+
+def _metrics(c: _Checker, t: dict[str, Any], plugins: Plugins) -> MetricsConfig:
+    c.keys(t, "metrics", tuple(MetricsConfig.__dataclass_fields__))
+    top_k = c.value(t, "top_k", "metrics", list, [1, 3])
+    for i, k in enumerate(top_k):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise c.fail(f"metrics.top_k[{i}]", f"expected a whole number k >= 1, got {_show(k)}.")
+    top_k = sorted(set(top_k))
+    extra = c.value(t, "extra", "metrics", list, [])
+    for i, m in enumerate(extra):
+        if m not in plugins.metrics:
+            raise c.fail(f"metrics.extra[{i}]", plugins.metrics.unknown_message(str(m)))
+    objective = c.value(t, "objective", "metrics", str, "accuracy")
+    known = ["accuracy", "loss", *(f"top_{k}_accuracy" for k in top_k), *extra]
+    if objective not in known:
+        raise c.fail(
+            "metrics.objective",
+            f"'{objective}' is not among the metrics this study reports.{did_you_mean(objective, known)} "
+            f"Choose one of: {', '.join(known)} (or add it to metrics.extra / metrics.top_k).",
+        )
+    return MetricsConfig(objective, top_k, extra)
+
+
+def _search(c: _Checker, t: dict[str, Any]) -> SearchConfig:
+    c.keys(t, "search", tuple(SearchConfig.__dataclass_fields__))
+    search = SearchConfig(
+        engine=c.choice(c.value(t, "engine", "search", str, "optuna"), "search.engine", ("optuna",)),
+        trials=c.positive(c.value(t, "trials", "search", int, 10), "search.trials"),
+        sampler=c.choice(c.value(t, "sampler", "search", str, "tpe"), "search.sampler", SAMPLERS),
+        pruner=c.choice(c.value(t, "pruner", "search", str, "median"), "search.pruner", PRUNERS),
+        storage=c.value(t, "storage", "search", str, None),
+    )
+    space = c.table(c.value(t, "space", "search", dict, {}), "search.space")
+    search.space = _space(c, space, "search.space")
+    return search
+
+
+def _space(c: _Checker, space: dict[str, Any], key: str) -> dict[str, Dimension]:
+    return {name: parse_dimension(name, raw, f"{c.path}: {key}.{name}") for name, raw in space.items()}
+
+
+def _candidate(
+    c: _Checker,
+    t: dict[str, Any],
+    key: str,
+    plugins: Plugins,
+    dataset: DatasetConfig,
+    train: TrainConfig,
+    search: SearchConfig,
+    overrides: dict[str, Any],
+) -> Candidate:
+    model = c.value(t, "model", key, str)
+    if model not in plugins.models:
+        raise c.fail(f"{key}.model", plugins.models.unknown_message(model))
+    spec = plugins.models.get(model)
+    core = ("model", "name", "image_size", "space")
+    c.keys(t, key, list(core) + list(TRAIN_PARAMS) + list(spec.params))
+    name = c.value(t, "name", key, str, model)
+    image_size = c.size(t.get("image_size"), f"{key}.image_size") or dataset.image_size or tuple(spec.image_size)
+    params = {}
+    for pname, default in spec.params.items():
+        kind = _ANY if default is None or default is REQUIRED else _type_of(default)
+        params[pname] = c.value(t, pname, key, kind, default)
+    train_t = {k: t[k] for k in TRAIN_PARAMS if k in t}
+    cand_train = _train(c, train_t, key, train)
+    if "epochs" in overrides:
+        cand_train.epochs = overrides["epochs"]
+    own_space = _space(c, c.table(t.get("space", {}), f"{key}.space"), f"{key}.space")
+    tunable = set(spec.params) | set(TRAIN_PARAMS)
+    for pname in own_space:
+        if pname not in tunable:
+            raise c.fail(
+                f"{key}.space.{pname}",
+                f"'{pname}' is not a parameter of model '{model}' nor a training setting."
+                f"{did_you_mean(pname, tunable)} Tunable: {', '.join(sorted(tunable))}.",
+            )
+    merged: dict[str, Dimension] = {}
+    for pname, raw in spec.space.items():
+        merged[pname] = parse_dimension(pname, raw, f"model '{model}' default space.{pname}")
+    merged.update({k: v for k, v in search.space.items() if k in tunable})
+    merged.update(own_space)
+    fixed = set(t) & tunable
+    space = {k: v for k, v in merged.items() if k not in fixed}
+    return Candidate(name, model, image_size, params, cand_train, space)
+
+
+def _check_global_space(c: _Checker, space: dict[str, Dimension], candidates: list[Candidate], plugins: Plugins) -> None:
+    for pname in space:
+        usable = set(TRAIN_PARAMS)
+        for cand in candidates:
+            usable |= set(plugins.models.get(cand.model).params)
+        if pname not in usable:
+            raise c.fail(
+                f"search.space.{pname}",
+                f"'{pname}' is not a training setting nor a parameter of any candidate's model."
+                f"{did_you_mean(pname, usable)} Tunable: {', '.join(sorted(usable))}.",
+            )
+
+
+def effective_params(candidate: Candidate, sampled: dict[str, Any]) -> tuple[dict[str, Any], TrainConfig]:
+    """Model parameters and training settings of one configuration: fixed values plus sampled ones."""
+    params = {k: thaw(v) for k, v in candidate.params.items()}
+    train = copy.deepcopy(candidate.train)
+    for key, value in sampled.items():
+        value = thaw(value)
+        if key in TRAIN_PARAMS:
+            setattr(train, key, value)
+        else:
+            params[key] = value
+    return params, train

@@ -1,0 +1,68 @@
+"""Cross-validation folds: computed once per study from the seed, saved, and shared by every candidate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
+from harness.config import CVConfig
+from harness.data import Dataset
+from harness.errors import HarnessError
+
+FOLDS_FILE = "folds.csv"
+
+
+def make_folds(dataset: Dataset, cv: CVConfig) -> pd.DataFrame:
+    """One row per image: id, label, group, and its validation fold in each repeat (repeat_0, ...)."""
+    n = len(dataset.table)
+    grouped = cv.grouped and dataset.has_groups
+    units = dataset.table["group"].nunique() if grouped else n
+    if units < cv.folds:
+        raise HarnessError(
+            f"dataset '{dataset.name}' has {units} {'groups' if grouped else 'images'}, fewer than "
+            f"cv.folds = {cv.folds}. Lower cv.folds or add images."
+        )
+    folds = dataset.table[["id", "label", "group"]].copy()
+    x = np.zeros((n, 1))
+    for repeat in range(cv.repeats):
+        seed = cv.seed + repeat
+        if grouped and cv.stratified:
+            splitter = StratifiedGroupKFold(cv.folds, shuffle=True, random_state=seed)
+        elif grouped:
+            splitter = GroupKFold(cv.folds, shuffle=True, random_state=seed)
+        elif cv.stratified:
+            splitter = StratifiedKFold(cv.folds, shuffle=True, random_state=seed)
+        else:
+            splitter = KFold(cv.folds, shuffle=True, random_state=seed)
+        assignment = np.full(n, -1, dtype=int)
+        for fold, (_, val_idx) in enumerate(splitter.split(x, dataset.labels, dataset.groups if grouped else None)):
+            assignment[val_idx] = fold
+        folds[f"repeat_{repeat}"] = assignment
+    return folds
+
+
+def fold_indices(folds: pd.DataFrame, repeat: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) of one fold of one repeat."""
+    column = folds[f"repeat_{repeat}"].to_numpy()
+    return np.flatnonzero(column != fold), np.flatnonzero(column == fold)
+
+
+def save_or_check_folds(folds: pd.DataFrame, results_dir: Path) -> None:
+    """Save the folds; on a rerun, insist they are the ones the saved results were scored on."""
+    path = results_dir / FOLDS_FILE
+    if path.exists():
+        saved = pd.read_csv(path, dtype={"id": str, "label": str, "group": str}, keep_default_na=False)
+        if list(saved.columns) != list(folds.columns) or not saved.equals(folds.astype(saved.dtypes.to_dict())):
+            raise HarnessError(
+                f"{path} holds different folds (the data or the [cv] settings changed since these results "
+                "were made). Results of different folds are not comparable: run with another --results "
+                "folder, or delete this one to start over."
+            )
+        return
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    folds.to_csv(tmp, index=False)
+    tmp.replace(path)

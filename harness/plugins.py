@@ -1,0 +1,128 @@
+"""The plugin manager: hook specs, built-in plugins, entry points, and the registries they fill."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pluggy
+
+from harness import hookspecs
+from harness.errors import HarnessError
+from harness.registry import Registry
+from harness.specs import DatasetSpec, MetricSpec, ModelSpec
+
+ENTRY_POINT_GROUP = "harness"
+#: Set to 1/true/yes to load no third-party plugins from entry points.
+DISABLE_AUTOLOAD_ENV = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
+#: Comma-separated plugin names (built-in or entry-point names) not to register.
+BLOCK_ENV = "HARNESS_BLOCK_PLUGINS"
+
+#: Built-in plugins, registered through the same hooks as third-party ones.
+BUILTIN_PLUGINS = {
+    "builtin-metrics": "harness_plugins.metrics",
+    "synthetic": "harness_plugins.datasets.synthetic",
+    "cnn5": "harness_plugins.models.cnn5",
+    "summary-report": "harness_plugins.reports.summary",
+}
+
+
+@dataclass
+class Plugins:
+    """A plugin manager and the registries built from it."""
+
+    manager: pluggy.PluginManager
+    datasets: Registry[DatasetSpec] = field(default_factory=lambda: Registry("dataset"))
+    models: Registry[ModelSpec] = field(default_factory=lambda: Registry("model"))
+    metrics: Registry[MetricSpec] = field(default_factory=lambda: Registry("metric"))
+
+    @property
+    def hook(self):
+        return self.manager.hook
+
+    def source(self, plugin_name: str) -> str:
+        """'built-in', or the distribution and version an entry-point plugin came from."""
+        if plugin_name in BUILTIN_PLUGINS:
+            return "built-in"
+        plugin = self.manager.get_plugin(plugin_name)
+        for loaded, dist in self.manager.list_plugin_distinfo():
+            if loaded is plugin:
+                return f"{dist.project_name} {dist.version}"
+        return "registered at run time"
+
+    def registrations(self, plugin_name: str) -> dict[str, list[str]]:
+        """What one plugin registered, by kind."""
+        found: dict[str, list[str]] = {}
+        for kind, registry in (("datasets", self.datasets), ("models", self.models), ("metrics", self.metrics)):
+            names = [n for n in registry.names() if registry.owner(n) == plugin_name]
+            if names:
+                found[kind] = names
+        return found
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def blocked_plugins() -> set[str]:
+    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+def get_plugins(extra: list[object] | None = None) -> Plugins:
+    """Build a plugin manager: specs, built-ins, entry points (unless disabled), then ``extra``."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    blocked = blocked_plugins()
+    for name in blocked:
+        manager.set_blocked(name)
+    for name, module_name in BUILTIN_PLUGINS.items():
+        if name not in blocked:
+            manager.register(importlib.import_module(module_name), name=name)
+    if not _truthy(os.environ.get(DISABLE_AUTOLOAD_ENV)):
+        _load_entry_points(manager)
+    for plugin in extra or []:
+        manager.register(plugin)
+    manager.check_pending()
+    plugins = Plugins(manager)
+    _fill(plugins)
+    return plugins
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    try:
+        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except Exception as exc:  # a broken third-party package must not look like our crash
+        broken = _first_broken_entry_point()
+        raise HarnessError(
+            f"could not load plugin {broken}: {type(exc).__name__}: {exc}. Fix or uninstall it, or "
+            f"block it with {BLOCK_ENV}=<name> ({DISABLE_AUTOLOAD_ENV}=1 loads no third-party plugin)."
+        ) from exc
+
+
+def _first_broken_entry_point() -> str:
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception:
+            return f"'{ep.name}' ({ep.value})"
+    return "from an entry point"
+
+
+def _fill(plugins: Plugins) -> None:
+    hooks = (
+        (plugins.hook.register_datasets, plugins.datasets, DatasetSpec),
+        (plugins.hook.register_models, plugins.models, ModelSpec),
+        (plugins.hook.register_metrics, plugins.metrics, MetricSpec),
+    )
+    for hook, registry, spec_type in hooks:
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            specs = impl.function() or []
+            for spec in specs:
+                if not isinstance(spec, spec_type):
+                    raise HarnessError(
+                        f"plugin '{impl.plugin_name}' returned {type(spec).__name__} from "
+                        f"{hook.name}; expected harness.{spec_type.__name__}."
+                    )
+                registry.add(spec, impl.plugin_name)

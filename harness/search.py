@@ -1,0 +1,281 @@
+"""The search: one Optuna study per candidate; one trial = one configuration scored on every fold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.config import Candidate, Study, effective_params
+from harness.data import Dataset
+from harness.errors import HarnessError
+from harness.evaluate import fold_metrics
+from harness.folds import fold_indices
+from harness.plugins import Plugins
+from harness.records import FoldRecord, RecordStore
+from harness.train import fit_fold
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunInfo:
+    """What lifecycle hooks see of a run."""
+
+    study: Study
+    results_dir: Path
+    dataset: Dataset
+    folds: Any
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrialSummary:
+    candidate: str
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    records: list[FoldRecord]
+
+
+def search_id(study: Study, candidate: Candidate) -> str:
+    """The Optuna study name of a candidate: a new one whenever its fixed settings change."""
+    return f"{candidate.name}-{candidate.fingerprint(study)}"
+
+
+def config_id(search: str, params: dict[str, Any]) -> str:
+    text = json.dumps([search, params], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def fold_seed(seed: int, config: str, repeat: int, fold: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{config}/{repeat}/{fold}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % (2**31 - 1)
+
+
+def direction(study: Study, plugins: Plugins) -> str:
+    objective = study.metrics.objective
+    if objective == "loss":
+        return "minimize"
+    if objective in plugins.metrics and not plugins.metrics.get(objective).greater_is_better:
+        return "minimize"
+    return "maximize"
+
+
+def default_storage(results_dir: Path) -> str:
+    return f"sqlite:///{(results_dir / 'optuna.db').resolve()}"
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def write_run_file(run: RunInfo, plugins: Plugins) -> None:
+    """What `harness leaderboard` needs to rebuild the table from the records alone."""
+    study = run.study
+    info = {
+        "study": study.name,
+        "study_file": str(study.path),
+        "objective": study.metrics.objective,
+        "direction": direction(study, plugins),
+        "top_k": study.metrics.top_k,
+        "folds": study.cv.folds,
+        "repeats": study.cv.repeats,
+        "classes": run.dataset.classes,
+        "candidates": [
+            {"name": c.name, "model": c.model, "search_id": search_id(study, c)} for c in study.candidates
+        ],
+    }
+    path = run.results_dir / RUN_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(path)
+
+
+class _Progress:
+    """Bars for trials, folds and epochs; a line per finished trial."""
+
+    def __init__(self, console: Console):
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.console = console
+
+    def __enter__(self):
+        self.bars.__enter__()
+        self.trials = self.bars.add_task("trials", total=1)
+        self.folds = self.bars.add_task("  folds", total=1)
+        self.epochs = self.bars.add_task("    epochs", total=1)
+        return self
+
+    def __exit__(self, *exc):
+        return self.bars.__exit__(*exc)
+
+
+def run_search(
+    run: RunInfo,
+    plugins: Plugins,
+    storage: str | None = None,
+    console: Console | None = None,
+) -> None:
+    """Run every candidate's search until it has its trials; resumes whatever a previous run left."""
+    study = run.study
+    console = console or Console(stderr=True)
+    records = RecordStore(run.results_dir)
+    storage = storage or study.search.storage or default_storage(run.results_dir)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    splits = [(r, f) for r in range(study.cv.repeats) for f in range(study.cv.folds)]
+    extra_metrics = [plugins.metrics.get(m) for m in study.metrics.extra]
+    with _Progress(console) as progress:
+        for candidate in study.candidates:
+            sid = search_id(study, candidate)
+            spec = plugins.models.get(candidate.model)
+            optuna_study = _open_study(study, sid, storage, plugins)
+            done = _finished(optuna_study)
+            remaining = max(0, study.search.trials - done)
+            progress.bars.update(
+                progress.trials, description=f"{candidate.name}: trials", total=study.search.trials, completed=done
+            )
+            if remaining == 0:
+                console.print(f"[dim]{candidate.name}: {done} trials already done[/]")
+                continue
+
+            def objective(trial: optuna.Trial, candidate=candidate, sid=sid, spec=spec) -> float:
+                sampled = {name: dim.suggest(trial) for name, dim in candidate.space.items()}
+                params, train = effective_params(candidate, sampled)
+                cid = config_id(sid, sampled)
+                trial.set_user_attr("config_id", cid)
+                trial_records: list[FoldRecord] = []
+                progress.bars.update(progress.folds, total=len(splits), completed=0)
+                try:
+                    for step, (repeat, fold) in enumerate(splits):
+                        record = records.get(sid, cid, repeat, fold)
+                        if record is None:
+                            record = _run_fold(
+                                run, spec, candidate, params, train, sampled, sid, cid, trial.number, repeat,
+                                fold, extra_metrics, progress,
+                            )
+                            records.append(record)
+                            plugins.hook.on_fold_end(run=run, record=record)
+                        trial_records.append(record)
+                        progress.bars.update(progress.folds, completed=step + 1)
+                        running = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
+                        trial.report(running, step)
+                        if step + 1 < len(splits) and trial.should_prune():
+                            _trial_line(console, candidate, trial.number, "pruned", running, sampled, trial_records, study)
+                            _trial_end(plugins, run, candidate, trial.number, "pruned", running, sampled, trial_records)
+                            raise optuna.TrialPruned()
+                except HarnessError as exc:
+                    console.print(f"[red]{candidate.name} trial {trial.number} failed:[/] {exc}")
+                    _trial_end(plugins, run, candidate, trial.number, "failed", None, sampled, trial_records)
+                    raise
+                value = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
+                _trial_line(console, candidate, trial.number, "complete", value, sampled, trial_records, study)
+                _trial_end(plugins, run, candidate, trial.number, "complete", value, sampled, trial_records)
+                progress.bars.advance(progress.trials)
+                return value
+
+            optuna_study.optimize(objective, n_trials=remaining, catch=(HarnessError,), gc_after_trial=True)
+            if not any(t.state == TrialState.COMPLETE for t in optuna_study.trials):
+                raise HarnessError(
+                    f"candidate '{candidate.name}': no trial completed (see the errors above); nothing to rank."
+                )
+
+
+def _open_study(study: Study, sid: str, storage: str, plugins: Plugins) -> optuna.Study:
+    try:
+        optuna_study = optuna.create_study(
+            study_name=sid,
+            storage=storage,
+            load_if_exists=True,
+            direction=direction(study, plugins),
+            pruner=make_pruner(study.search.pruner),
+        )
+    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
+        raise HarnessError(f"cannot open the Optuna storage '{storage}': {exc}") from exc
+    # One process owns this study, so a trial still RUNNING was cut off by a crash: mark it failed
+    # and queue its configuration again; its finished folds are reused from the records.
+    stale = [t for t in optuna_study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    for trial in stale:
+        optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        optuna_study.enqueue_trial(trial.params, skip_if_exists=True)
+    # A resumed sampler must not replay the random start of the first run.
+    optuna_study.sampler = make_sampler(study.search.sampler, study.seed + len(optuna_study.trials))
+    return optuna_study
+
+
+def _finished(optuna_study: optuna.Study) -> int:
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in optuna_study.get_trials(deepcopy=False))
+
+
+def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics, progress):
+    study, dataset = run.study, run.dataset
+    train_idx, val_idx = fold_indices(run.folds, repeat, fold)
+    progress.bars.update(progress.epochs, total=train.epochs, completed=0)
+    result = fit_fold(
+        spec, dataset, candidate.image_size, params, train, train_idx, val_idx,
+        seed=fold_seed(study.seed, cid, repeat, fold),
+        on_epoch=lambda epoch, logs: progress.bars.update(progress.epochs, completed=epoch + 1),
+    )
+    metrics = fold_metrics(dataset.labels[val_idx], result.probabilities, study.metrics.top_k, extra_metrics)
+    return FoldRecord(
+        candidate=candidate.name, search_id=sid, config_id=cid, trial=number, repeat=repeat, fold=fold,
+        params=params | {k: getattr(train, k) for k in ("epochs", "batch_size", "optimizer", "learning_rate")},
+        tuned=dict(sampled), metrics=metrics, fit_seconds=round(result.fit_seconds, 3), epochs_run=result.epochs_run,
+        train_size=len(train_idx), val_size=len(val_idx),
+    )
+
+
+def _trial_line(console, candidate, number, state, value, sampled, records, study):
+    values = [r.metrics[study.metrics.objective] for r in records]
+    spread = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in sampled.items()) or "fixed settings"
+    console.print(
+        f"{candidate.name} trial {number} {state}: {study.metrics.objective} {value:.3f}{spread} "
+        f"over {len(records)} fold(s) [dim]({shown})[/]"
+    )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _trial_end(plugins, run, candidate, number, state, value, sampled, records):
+    plugins.hook.on_trial_end(
+        run=run, trial=TrialSummary(candidate.name, number, state, value, dict(sampled), list(records))
+    )
+
+
