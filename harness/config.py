@@ -214,7 +214,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise HarnessError(f"{path}: invalid TOML: {exc}. Fix the syntax at that line.") from None
+        raise HarnessError(f"{path}: invalid TOML: {exc}. Fix the syntax there and run again.") from None
     except UnicodeDecodeError:
         raise HarnessError(f"{path}: not a text file (TOML must be UTF-8).") from None
 

@@ -231,7 +231,7 @@ def _open_study(study: Study, sid: str, storage: str, plugins: Plugins) -> optun
     stale = [t for t in optuna_study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     for trial in stale:
         optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        optuna_study.enqueue_trial(trial.params, skip_if_exists=True)
+        optuna_study.enqueue_trial(trial.params)
     # A resumed sampler must not replay the random start of the first run.
     optuna_study.sampler = make_sampler(study.search.sampler, study.seed + len(optuna_study.trials))
     return optuna_study

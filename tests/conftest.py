@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny study files that train in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TINY_STUDY = """
+[study]
+name = "{name}"
+seed = 7
+
+[dataset]
+name = "synthetic"
+classes = 3
+images_per_class = 12
+views = 2
+image_size = [16, 16]
+
+[cv]
+folds = 2
+
+[train]
+epochs = 2
+batch_size = 8
+
+[search]
+trials = {trials}
+space.learning_rate = {{ low = 1e-3, high = 1e-2, log = true }}
+
+[metrics]
+top_k = [1, 2, 5]
+
+[[candidates]]
+model = "{model}"
+{extra}
+"""
+
+
+def tiny_study_text(name: str = "tiny", trials: int = 2, model: str = "cnn5", extra: str = "") -> str:
+    if model == "cnn5" and not extra:
+        extra = 'filters = [4, 4, 4, 4, 4]\ndense = [8]\nbn_momentum = 0.5'
+    return textwrap.dedent(TINY_STUDY).format(name=name, trials=trials, model=model, extra=extra)
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny_study_text())
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No third-party plugins from the environment leak into a test unless it asks."""
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HARNESS_BLOCK_PLUGINS", raising=False)
+    monkeypatch.delenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", raising=False)

@@ -1,0 +1,113 @@
+"""A tiny study end to end: leaderboard files, resume after kill -9, same seed → same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.records import read_records
+
+from conftest import tiny_study_text
+
+
+def _run(study: Path, results: Path, *extra: str) -> int:
+    return main(["run", str(study), "--results", str(results), *extra])
+
+
+def test_run_writes_leaderboard_folds_records_and_reports(tiny_study, tmp_path, capsys):
+    assert _run(tiny_study, tmp_path / "r") == 0
+    out = tmp_path / "r" / "tiny"
+    for name in ("leaderboard.csv", "leaderboard.md", "folds.csv", "records.jsonl", "optuna.db", "study.toml", "run.json", "report.md"):
+        assert (out / name).exists(), name
+    board = pd.read_csv(out / "leaderboard.csv")
+    for metric in ("accuracy", "top_1_accuracy", "top_2_accuracy", "top_5_accuracy", "loss"):
+        assert {f"{metric}_mean", f"{metric}_std"} <= set(board.columns)
+    assert board.loc[0, "top_5_accuracy_mean"] == 1.0  # k above the 3 classes: perfect, not a crash
+    assert board.loc[0, "complete"] == 2 and board.loc[0, "folds"] == 2
+    assert "learning_rate" in json.loads(board.loc[0, "best_params"])
+    records = read_records(out / "records.jsonl")
+    assert len(records) == 4 and {r.fold for r in records} == {0, 1}
+    # the leaderboard is the mean and spread of the best configuration's fold records
+    best = [r for r in records if json.dumps(r.tuned, sort_keys=True) == board.loc[0, "best_params"]]
+    acc = pd.Series([r.metrics["accuracy"] for r in best])
+    assert board.loc[0, "accuracy_mean"] == pytest.approx(acc.mean(), abs=1e-6)
+    assert board.loc[0, "accuracy_std"] == pytest.approx(acc.std(), abs=1e-6)
+
+    capsys.readouterr()
+    assert main(["leaderboard", str(out)]) == 0
+    assert "cnn5" in capsys.readouterr().out
+
+    # a second run with the same settings has nothing left to do and keeps every record once
+    assert _run(tiny_study, tmp_path / "r") == 0
+    assert len(read_records(out / "records.jsonl")) == 4
+
+
+def test_more_trials_continue_the_same_search(tiny_study, tmp_path):
+    assert _run(tiny_study, tmp_path / "r", "--trials", "1") == 0
+    assert _run(tiny_study, tmp_path / "r", "--trials", "2") == 0
+    records = read_records(tmp_path / "r" / "tiny" / "records.jsonl")
+    assert sorted(Counter(r.trial for r in records).values()) == [2, 2]
+
+
+def test_changed_cv_in_the_same_results_folder_is_refused(tiny_study, tmp_path, capsys):
+    assert _run(tiny_study, tmp_path / "r", "--trials", "1") == 0
+    capsys.readouterr()
+    assert _run(tiny_study, tmp_path / "r", "--trials", "1", "--folds", "3") == 2
+    assert "different folds" in capsys.readouterr().err
+
+
+def test_same_seed_same_folds_and_leaderboard(tiny_study, tmp_path):
+    assert _run(tiny_study, tmp_path / "a") == 0
+    assert _run(tiny_study, tmp_path / "b") == 0
+    a, b = tmp_path / "a" / "tiny", tmp_path / "b" / "tiny"
+    assert (a / "folds.csv").read_text() == (b / "folds.csv").read_text()
+    board_a = pd.read_csv(a / "leaderboard.csv").drop(columns=["fit_seconds"])
+    board_b = pd.read_csv(b / "leaderboard.csv").drop(columns=["fit_seconds"])
+    pd.testing.assert_frame_equal(board_a, board_b)
+
+
+def test_kill_9_then_rerun_completes_without_missing_or_doubled_folds(tmp_path):
+    study = tmp_path / "kill.toml"
+    study.write_text(tiny_study_text(name="kill", trials=3))
+    results = tmp_path / "r"
+    records_path = results / "kill" / "records.jsonl"
+    command = [sys.executable, "-m", "harness", "run", str(study), "--results", str(results)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if records_path.exists() and records_path.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = read_records(records_path)
+    assert 1 <= len(killed) < 6
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = read_records(records_path)
+    keys = Counter((r.search_id, r.config_id, r.repeat, r.fold) for r in records)
+    assert max(keys.values()) == 1, "a fold record was written twice"
+    by_config = Counter(r.config_id for r in records)
+    board = pd.read_csv(results / "kill" / "leaderboard.csv")
+    assert board.loc[0, "complete"] == 3
+    assert sorted(by_config.values()) == [2, 2, 2], "every configuration has all its folds, none is partial"
+    # the trial cut off by the kill was retried with its configuration, reusing its finished fold
+    assert killed[0].config_id in by_config
+    storage = f"sqlite:///{results / 'kill' / 'optuna.db'}"
+    name = optuna.get_all_study_names(storage)[0]
+    states = Counter(t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials)
+    assert states["COMPLETE"] == 3 and states.get("RUNNING", 0) == 0
