@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--data-root", type=Path, default=None)
     validate.add_argument("--folds", type=_positive)
 
+    audit = sub.add_parser("audit", help="report a dataset's duplicates, copies, unreadable files and fold balance")
+    audit.add_argument("target", type=Path, help="a study file (TOML), or a folder with one subfolder per class")
+    audit.add_argument("--data-root", type=Path, default=None)
+    audit.add_argument("--results", type=Path, default=Path("results"), help="writes RESULTS/<study or folder name>/audit.md and audit.json")
+    audit.add_argument("--folds", type=_positive, help="folds for the balance check (default: the study's, or 5)")
+    audit.add_argument("--near", type=float, help="near-duplicate threshold, a share of hash bits (default: the study's, or 0.08)")
+
     board = sub.add_parser("leaderboard", help="print the leaderboard of a results folder")
     board.add_argument("results_dir", type=Path, help="a study's results folder, e.g. results/demo")
 
@@ -94,6 +101,12 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
 
     from harness.config import load_study
     from harness.runner import default_data_root
+
+    if args.command == "audit":
+        from harness.audit import audit_target
+
+        audit_target(args.target, plugins, args.data_root or default_data_root(), args.results, Console(), args.folds, args.near)
+        return EXIT_OK
 
     overrides = {k: getattr(args, k) for k in ("trials", "folds", "epochs") if getattr(args, k, None) is not None}
     study = load_study(args.study, plugins, overrides)

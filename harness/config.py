@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, did_you_mean
+from harness.images import NEAR_DUPLICATES, RESIZE_POLICIES
 from harness.plugins import Plugins
 from harness.space import Dimension, parse_dimension, thaw
 from harness.specs import REQUIRED
@@ -75,6 +76,12 @@ class DatasetConfig:
     name: str
     image_size: tuple[int, int] | None
     params: dict[str, Any]
+    #: How images reach image_size: "stretch", "crop" (centre) or "pad" (see harness.images).
+    resize: str = "stretch"
+    #: Unreadable files are an error instead of skipped with a warning.
+    strict: bool = False
+    #: Near-duplicate threshold as a share of perceptual-hash bits (0 = exact duplicates only).
+    near_duplicates: float = NEAR_DUPLICATES
 
 
 @dataclass
@@ -275,14 +282,19 @@ def _dataset(c: _Checker, t: dict[str, Any], plugins: Plugins) -> DatasetConfig:
     if name not in plugins.datasets:
         raise c.fail("dataset.name", plugins.datasets.unknown_message(name))
     spec = plugins.datasets.get(name)
-    core = ("name", "image_size")
+    core = ("name", "image_size", "resize", "strict", "near_duplicates")
     c.keys(t, "dataset", list(core) + list(spec.params))
     image_size = c.size(t.get("image_size"), "dataset.image_size")
+    resize = c.choice(c.value(t, "resize", "dataset", str, "stretch"), "dataset.resize", RESIZE_POLICIES)
+    strict = c.value(t, "strict", "dataset", bool, False)
+    near = c.value(t, "near_duplicates", "dataset", float, NEAR_DUPLICATES)
+    if not 0 <= near < 0.5:
+        raise c.fail("dataset.near_duplicates", f"must be a share of hash bits in [0, 0.5), got {near}.")
     params = {}
     for key, default in spec.params.items():
         kind = _ANY if default is None or default is REQUIRED else _type_of(default)
         params[key] = c.value(t, key, "dataset", kind, default)
-    return DatasetConfig(name, image_size, params)
+    return DatasetConfig(name, image_size, params, resize, strict, near)
 
 
 def _type_of(default: Any) -> Any:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from harness import images
+from harness.audit import find_leakage
 from harness.config import CVConfig, DatasetConfig
 from harness.errors import HarnessError
 from harness.plugins import Plugins
 from harness.specs import DatasetContext, Samples
 
-CORE_COLUMNS = ("id", "label", "group", "split", "path")
+#: Columns the core fills or reads; the rest are metadata (extra model inputs). ``hash`` is the
+#: file's content hash and ``phash`` its perceptual hash (see harness.images).
+CORE_COLUMNS = ("id", "label", "group", "split", "path", "hash", "phash")
 
 
 @dataclass
@@ -27,6 +31,11 @@ class Dataset:
     labels: np.ndarray
     samples: Samples
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: The decode-once cache (datasets of files), the resize policy, and what ties images together.
+    store: images.ImageStore | None = field(default=None, repr=False)
+    resize: str = "stretch"
+    leakage: Any = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
     _pixels: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -47,7 +56,8 @@ class Dataset:
             if self.samples.pixels is not None:
                 pixels = np.asarray(self.samples.pixels(self.table, size))
             else:
-                pixels = np.stack([decode_image(Path(p), size) for p in self.table["path"]])
+                store = self.store or images.ImageStore(images_cache_dir())
+                pixels = store.pixels(self.table["path"].tolist(), self.table["hash"].tolist(), size, self.resize)
             expected = (len(self.table), size[0], size[1], 3)
             if pixels.shape != expected or pixels.dtype != np.uint8:
                 raise HarnessError(
@@ -70,21 +80,18 @@ class Dataset:
         return np.eye(len(categories), dtype="float32")[codes]
 
 
-def decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode one image file to uint8 RGB, EXIF-oriented and resized to (height, width)."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+def images_cache_dir() -> Path:
+    from harness.runner import default_cache_dir
+
+    return default_cache_dir()
 
 
-def _readable(path: str) -> str | None:
+def decode_image(path: Path, size: tuple[int, int], policy: str = "stretch") -> np.ndarray:
+    """Decode one image file to uint8 RGB (by content, EXIF-oriented), resized to (height, width)."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-        return None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return images.decode_file(path, size, policy)
+    except images.UnreadableImage as exc:
+        raise HarnessError(f"{path}: {exc}.") from None
 
 
 def load_dataset(config: DatasetConfig, plugins: Plugins, context: DatasetContext) -> Dataset:
@@ -102,11 +109,23 @@ def load_dataset(config: DatasetConfig, plugins: Plugins, context: DatasetContex
     if table.empty:
         raise HarnessError(f"{where}: no images found. Check the dataset's root and --data-root.")
     skipped: list[tuple[str, str]] = []
+    store = None
     if samples.pixels is None:
+        store = images.ImageStore(context.cache_dir)
         table["path"] = table["path"].astype(str)
-        reasons = table["path"].map(_readable)
-        skipped = [(p, r) for p, r in zip(table["path"], reasons) if r is not None]
-        table = table[reasons.isna()].reset_index(drop=True)
+        probes = store.probe(table["path"].tolist())
+        skipped = [(p, probe.reason) for p, probe in zip(table["path"], probes) if not probe.ok]
+        if skipped and config.strict:
+            listing = "; ".join(f"{p} ({why})" for p, why in skipped[:10]) + (" …" if len(skipped) > 10 else "")
+            raise HarnessError(
+                f"{where}: {len(skipped)} unreadable file(s): {listing}. Fix or remove them, or set "
+                "dataset.strict = false to skip them with a warning."
+            )
+        table["hash"] = [probe.hash for probe in probes]
+        table["phash"] = [probe.phash for probe in probes]
+        table = table[[probe.ok for probe in probes]].reset_index(drop=True)
+        if table.empty:
+            raise HarnessError(f"{where}: none of the {len(skipped)} files is a readable image (e.g. {skipped[0][0]}: {skipped[0][1]}).")
     if "id" not in table.columns:
         table["id"] = table["path"] if "path" in table.columns else [f"{i:06d}" for i in range(len(table))]
     table["id"] = table["id"].astype(str)
@@ -115,11 +134,14 @@ def load_dataset(config: DatasetConfig, plugins: Plugins, context: DatasetContex
         raise HarnessError(f"{where}: sample id '{dup}' appears twice; ids must be unique.")
     table["label"] = table["label"].astype(str)
     table["group"] = table["group"].astype(str) if "group" in table.columns else table["id"]
+    leakage = find_leakage(table, config.near_duplicates)
+    table["group"] = leakage.groups
     classes = sorted(table["label"].unique())
     if len(classes) < 2:
         raise HarnessError(f"{where}: found {len(classes)} class(es); a classifier needs at least 2.")
     labels = pd.Categorical(table["label"], categories=classes).codes.astype("int64")
-    return Dataset(config.name, table, classes, labels, samples, skipped)
+    notes = leakage.notes(dict(zip(table["id"], table["label"])))
+    return Dataset(config.name, table, classes, labels, samples, skipped, store, config.resize, leakage, notes)
 
 
 def apply_small_class_policy(dataset: Dataset, cv: CVConfig) -> tuple[Dataset, list[str]]:
@@ -128,7 +150,7 @@ def apply_small_class_policy(dataset: Dataset, cv: CVConfig) -> tuple[Dataset, l
     counts = dataset.table.groupby("label")["group" if unit == "groups" else "id"].nunique()
     small = counts[counts < cv.folds]
     if small.empty:
-        return dataset, []
+        return dataset, list(dataset.notes)
     listing = ", ".join(f"'{name}' ({n} {unit})" for name, n in small.items())
     if cv.small_classes == "error":
         raise HarnessError(
@@ -142,6 +164,6 @@ def apply_small_class_policy(dataset: Dataset, cv: CVConfig) -> tuple[Dataset, l
         raise HarnessError(f"dataset '{dataset.name}': dropping small classes ({listing}) leaves fewer than 2 classes.")
     classes = sorted(table["label"].unique())
     labels = pd.Categorical(table["label"], categories=classes).codes.astype("int64")
-    kept = Dataset(dataset.name, table, classes, labels, dataset.samples, dataset.skipped)
-    return kept, [f"dropped {len(small)} class(es) with fewer {unit} than {cv.folds} folds: {listing}"]
+    kept = replace(dataset, table=table, classes=classes, labels=labels, _pixels={})
+    return kept, [*dataset.notes, f"dropped {len(small)} class(es) with fewer {unit} than {cv.folds} folds: {listing}"]
 

@@ -24,6 +24,12 @@ BLOCK_ENV = "HARNESS_BLOCK_PLUGINS"
 BUILTIN_PLUGINS = {
     "builtin-metrics": "harness_plugins.metrics",
     "synthetic": "harness_plugins.datasets.synthetic",
+    "folder": "harness_plugins.datasets.folder",
+    "rocks": "harness_plugins.datasets.rocks",
+    "minerals": "harness_plugins.datasets.minerals",
+    "gems": "harness_plugins.datasets.gems",
+    "sports": "harness_plugins.datasets.sports",
+    "conus": "harness_plugins.datasets.conus",
     "cnn5": "harness_plugins.models.cnn5",
     "summary-report": "harness_plugins.reports.summary",
 }
