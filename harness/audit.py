@@ -41,11 +41,10 @@ class Leakage:
     def notes(self, labels: dict[str, str]) -> list[str]:
         """Warnings for a run: what was joined, and duplicates that span classes."""
         notes = []
-        if self.exact or self.near:
-            notes.append(
-                f"{len(self.exact)} set(s) of exact duplicates and {len(self.near)} near-duplicate pair(s) "
-                "share a group, so folds keep them together (`harness audit` lists them)"
-            )
+        found = [f"{len(self.exact)} set(s) of exact duplicates"] if self.exact else []
+        found += [f"{len(self.near)} near-duplicate pair(s)"] if self.near else []
+        if found:
+            notes.append(f"{' and '.join(found)} joined into groups so folds keep them together (`harness audit` lists them)")
         crossing = [ids for ids in self.exact + [[a, b] for a, b, _ in self.near] if len({labels[i] for i in ids}) > 1]
         if crossing:
             example = " = ".join(f"{i} ({labels[i]})" for i in crossing[0])

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from harness.errors import HarnessError
 
@@ -405,13 +407,11 @@ class ImageStore:
         # Pillow releases the GIL while decoding and resizing, so threads use every core.
         with ThreadPoolExecutor(self.workers) as pool:
             results = pool.map(fn, items)
-            if not self.progress or len(items) < 50:
+            console = Console(stderr=True)
+            if not self.progress or len(items) < 50 or not console.is_terminal:
                 return list(results)
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
             columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            with Progress(*columns, console=console, transient=True) as bar:
                 task = bar.add_task(label, total=len(items))
                 collected = []
                 for result in results:

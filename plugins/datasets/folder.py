@@ -9,6 +9,7 @@ to the root, so folds stay valid when the data moves.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ PARAMS = {
     "max_per_class": 0,     # at most this many images per class, picked from sample_seed; 0 = all
     "sample_seed": 0,
     "metadata": "",         # CSV under root joined on 'path' (relative to root): extra inputs, 'group'
+    "group_pattern": "",    # regex on file names; files whose first capture group matches share a group
 }
 
 Grouper = Callable[[pd.DataFrame], pd.Series]
@@ -159,6 +161,21 @@ def join_metadata(table: pd.DataFrame, root: Path, csv: str, dataset: str) -> pd
     return table.merge(meta, on="id", how="left")
 
 
+def pattern_groups(pattern: str, dataset: str) -> Grouper:
+    """Group key from a regex on the file name: '<class>/<first capture group>' (the whole match without groups)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise HarnessError(f"dataset '{dataset}': group_pattern {pattern!r} is not a valid regular expression: {exc}.") from None
+
+    def groups(table: pd.DataFrame) -> pd.Series:
+        names = table["id"].str.rsplit("/", n=1).str[-1]
+        keys = names.map(lambda name: (m := regex.search(name)) and (m.group(1) if regex.groups else m.group(0)))
+        return (table["label"] + "/" + keys.fillna("")).where(keys.notna() & (keys != ""), table["id"])
+
+    return groups
+
+
 def load_folder(params: dict, context: DatasetContext, dataset: str = "folder", groups: Grouper | None = None) -> Samples:
     """The folder layout as a sample table; ``groups`` maps the table to group keys (default: none)."""
     root = resolve_root(dataset, params["root"], context)
@@ -169,6 +186,8 @@ def load_folder(params: dict, context: DatasetContext, dataset: str = "folder", 
             "(optionally inside train/valid/test folders)."
         )
     table = select(table, params, dataset, root)
+    if groups is None and params.get("group_pattern"):
+        groups = pattern_groups(params["group_pattern"], dataset)
     if groups is not None:
         table["group"] = groups(table)
     if params.get("metadata"):

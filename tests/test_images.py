@@ -1,0 +1,182 @@
+"""Decoding by content, odd and broken files, resize policies, and the decode-once cache."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from fixtures.image_layouts import ODD_FILES, noise, odd_files, write_image
+from PIL import Image
+
+from harness import images
+from harness.images import ImageStore, decode_file, hash_distances, is_ignored, probe_file
+
+
+@pytest.fixture
+def odd(tmp_path):
+    folder = tmp_path / "odd"
+    return folder, odd_files(folder)
+
+
+def test_every_odd_file_is_decoded_or_skipped_with_its_reason(odd):
+    folder, expected = odd
+    for name, outcome in expected.items():
+        if outcome == "ignored":
+            assert is_ignored(name), name
+            continue
+        probe = probe_file(folder / name)
+        if outcome == "ok":
+            assert probe.ok, (name, probe.reason)
+            array = decode_file(folder / name, (6, 5))
+            assert array.shape == (6, 5, 3) and array.dtype == np.uint8, name
+        else:
+            assert not probe.ok, name
+            assert outcome.lower() in probe.reason.lower(), (name, probe.reason)
+
+
+def test_formats_are_identified_by_content_not_name(odd):
+    folder, _ = odd
+    assert probe_file(folder / "no_extension").format == "JPEG"
+    assert probe_file(folder / "9. bo").format == "JPEG"
+    assert probe_file(folder / "png_named.jpg").format == "PNG"
+    assert probe_file(folder / "animated.gif").format == "GIF"
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(odd):
+    folder, _ = odd
+    array = decode_file(folder / "sixteen_bit.png", (8, 8))
+    # the ramp runs 0..63000 of 65535: scaled, the brightest pixel is about 245, not clipped to 255
+    assert array[..., 0].max() == pytest.approx(63000 / 257, abs=1)
+    assert len(np.unique(array[..., 0])) > 32
+    assert (array[..., 0] == array[..., 1]).all()
+
+
+def test_transparent_pixels_are_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 3] = 0  # fully transparent black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    assert (decode_file(tmp_path / "clear.png", (8, 8)) == 255).all()
+
+
+def test_gif_gives_its_first_frame(odd):
+    folder, _ = odd
+    first = np.asarray(Image.open(folder / "animated.gif").convert("RGB"))
+    assert np.array_equal(decode_file(folder / "animated.gif", (8, 8)), first)
+
+
+def test_exif_orientation_is_applied(odd):
+    folder, _ = odd
+    probe = probe_file(folder / "rotated.jpg")
+    assert (probe.width, probe.height) == (8, 16)  # stored 16 wide, shown 8 wide × 16 high
+    padded = decode_file(folder / "rotated.jpg", (32, 32), "pad")
+    assert padded[:, :4].max() == 0 and padded[:, 12:20].min() > 150  # black bars left and right
+
+
+def test_resize_policies(tmp_path):
+    wide = np.zeros((10, 40, 3), dtype=np.uint8)
+    wide[:, 10:30] = 255  # a white middle half
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    stretch = decode_file(tmp_path / "wide.png", (20, 20), "stretch")
+    crop = decode_file(tmp_path / "wide.png", (20, 20), "crop")
+    pad = decode_file(tmp_path / "wide.png", (20, 20), "pad")
+    assert stretch.shape == crop.shape == pad.shape == (20, 20, 3)
+    assert stretch[:, 0].max() == 0 and stretch[:, 10].min() == 255
+    assert crop.min() > 200  # the centre square is all white
+    assert pad[:7].max() == 0 and pad[-7:].max() == 0  # black bars above and below
+
+
+def test_pixel_limit_refuses_huge_images_but_jpeg_draft_decodes_them(tmp_path, monkeypatch):
+    write_image(tmp_path / "big.png", "big", "PNG", size=400)
+    write_image(tmp_path / "big.jpg", "big", "JPEG", size=400)
+    monkeypatch.setattr(images, "MAX_PIXELS", 20_000)
+    assert "too large" in probe_file(tmp_path / "big.png").reason
+    assert probe_file(tmp_path / "big.jpg").ok  # draft mode decodes it at 1/4 scale: 100×100 pixels
+    assert decode_file(tmp_path / "big.jpg", (8, 8)).shape == (8, 8, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own bomb check, at open
+    assert "too large" in probe_file(tmp_path / "big.png").reason
+
+
+def test_perceptual_hash_matches_resized_copies_not_other_images():
+    original = noise("a", size=32)
+    smaller = original.resize((24, 24))
+    buffer = io.BytesIO()
+    original.save(buffer, format="JPEG", quality=60)
+    recompressed = Image.open(buffer).convert("RGB")
+    hashes = [images.perceptual_hash(i) for i in (original, smaller, recompressed, noise("b", size=32))]
+    distances = hash_distances(hashes)
+    limit = images.NEAR_DUPLICATES * images.HASH_BITS
+    assert distances[0, 1] <= limit and distances[0, 2] <= limit
+    assert distances[0, 3] > 3 * limit
+
+
+def _images(folder, n):
+    return [str(write_image(folder / f"{i}.jpg", i)) for i in range(n)]
+
+
+def test_store_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
+    paths = _images(tmp_path / "img", 6)
+    store = ImageStore(tmp_path / "cache", workers=2)
+    hashes = [p.hash for p in store.probe(paths)]
+    cold = store.pixels(paths, hashes, (8, 8))
+    saved = sorted((tmp_path / "cache" / "pixels").rglob("*.npy"))
+    assert len(saved) == 6
+    assert np.load(saved[0], allow_pickle=False).dtype == np.uint8
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(images, "decode", no_decoding)
+    monkeypatch.setattr(images, "probe_file", no_decoding)
+    again = ImageStore(tmp_path / "cache")
+    assert [p.hash for p in again.probe(paths)] == hashes  # unchanged files: answered by the index
+    assert np.array_equal(again.pixels(paths, hashes, (8, 8)), cold)
+
+
+def test_store_keys_by_size_and_policy(tmp_path):
+    paths = _images(tmp_path / "img", 2)
+    store = ImageStore(tmp_path / "cache", workers=1)
+    hashes = [p.hash for p in store.probe(paths)]
+    assert store.pixels(paths, hashes, (4, 6)).shape == (2, 4, 6, 3)
+    assert store.pixels(paths, hashes, (4, 6), "pad").shape == (2, 4, 6, 3)
+    assert len(list((tmp_path / "cache" / "pixels").iterdir())) == 2
+
+
+def test_store_notices_changed_and_added_files(tmp_path):
+    paths = _images(tmp_path / "img", 3)
+    store = ImageStore(tmp_path / "cache", workers=1)
+    before = store.probe(paths)
+    first = store.pixels(paths, [p.hash for p in before], (8, 8))
+    write_image(tmp_path / "img" / "1.jpg", "something else")
+    added = str(write_image(tmp_path / "img" / "new.jpg", "new"))
+    after = store.probe([*paths, added])
+    assert after[0].hash == before[0].hash and after[1].hash != before[1].hash and after[3].ok
+    second = store.pixels([*paths, added], [p.hash for p in after], (8, 8))
+    assert np.array_equal(second[0], first[0]) and not np.array_equal(second[1], first[1])
+
+
+def test_store_identical_content_is_decoded_once(tmp_path):
+    paths = _images(tmp_path / "img", 1)
+    copy = tmp_path / "img" / "copy.jpg"
+    copy.write_bytes((tmp_path / "img" / "0.jpg").read_bytes())
+    store = ImageStore(tmp_path / "cache", workers=1)
+    probes = store.probe([*paths, str(copy)])
+    assert probes[0].hash == probes[1].hash
+    pixels = store.pixels([*paths, str(copy)], [p.hash for p in probes], (8, 8))
+    assert np.array_equal(pixels[0], pixels[1])
+    assert len(list((tmp_path / "cache" / "pixels").rglob("*.npy"))) == 1
+
+
+def test_broken_files_probe_without_a_hash_and_are_not_indexed(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "missing.jpg")
+    store = ImageStore(tmp_path / "cache", workers=1)
+    empty, link = store.probe([str(tmp_path / "empty.jpg"), str(tmp_path / "link.jpg")])
+    assert "empty" in empty.reason and "broken link" in link.reason
+    assert empty.hash is None and link.hash is None
+
+
+def test_all_odd_files_are_listed(odd):
+    folder, expected = odd
+    assert set(expected) == set(ODD_FILES)
+    assert (folder / "broken_link.jpg").is_symlink()
