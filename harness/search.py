@@ -25,6 +25,7 @@ from harness.records import FoldRecord, RecordStore
 from harness.train import fit_fold
 
 RUN_FILE = "run.json"
+INTERRUPTED, RETRY_OF = "interrupted", "retry_of"
 
 
 @dataclass
@@ -202,6 +203,9 @@ def run_search(
                     console.print(f"[red]{candidate.name} trial {trial.number} failed:[/] {exc}")
                     _trial_end(plugins, run, candidate, trial.number, "failed", None, sampled, trial_records)
                     raise
+                except KeyboardInterrupt:
+                    trial.set_user_attr(INTERRUPTED, True)  # so the next run retries this configuration
+                    raise
                 value = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
                 _trial_line(console, candidate, trial.number, "complete", value, sampled, trial_records, study)
                 _trial_end(plugins, run, candidate, trial.number, "complete", value, sampled, trial_records)
@@ -226,12 +230,18 @@ def _open_study(study: Study, sid: str, storage: str, plugins: Plugins) -> optun
         )
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
         raise HarnessError(f"cannot open the Optuna storage '{storage}': {exc}") from exc
-    # One process owns this study, so a trial still RUNNING was cut off by a crash: mark it failed
-    # and queue its configuration again; its finished folds are reused from the records.
-    stale = [t for t in optuna_study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-    for trial in stale:
-        optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        optuna_study.enqueue_trial(trial.params)
+    # One process owns this study, so a trial still RUNNING was cut off by a crash, and a failed one
+    # marked INTERRUPTED by Ctrl-C: queue each configuration once more; its finished folds are
+    # reused from the records. (Optuna has no public call to fail a trial of another process.)
+    trials = optuna_study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    for trial in trials:
+        if trial.state == TrialState.RUNNING:
+            optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        elif not (trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED)):
+            continue
+        if trial.number not in retried:
+            optuna_study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
     # A resumed sampler must not replay the random start of the first run.
     optuna_study.sampler = make_sampler(study.search.sampler, study.seed + len(optuna_study.trials))
     return optuna_study

@@ -77,7 +77,8 @@ def test_same_seed_same_folds_and_leaderboard(tiny_study, tmp_path):
     pd.testing.assert_frame_equal(board_a, board_b)
 
 
-def test_kill_9_then_rerun_completes_without_missing_or_doubled_folds(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_interrupted_run_resumes_without_missing_or_doubled_folds(tmp_path, stop):
     study = tmp_path / "kill.toml"
     study.write_text(tiny_study_text(name="kill", trials=3))
     results = tmp_path / "r"
@@ -91,8 +92,8 @@ def test_kill_9_then_rerun_completes_without_missing_or_doubled_folds(tmp_path):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(stop)
+    assert proc.wait(timeout=120) == (130 if stop == signal.SIGINT else -signal.SIGKILL)
     killed = read_records(records_path)
     assert 1 <= len(killed) < 6
 
