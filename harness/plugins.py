@@ -31,6 +31,13 @@ BUILTIN_PLUGINS = {
     "sports": "harness_plugins.datasets.sports",
     "conus": "harness_plugins.datasets.conus",
     "cnn5": "harness_plugins.models.cnn5",
+    "cnn4": "harness_plugins.models.cnn4",
+    "vgg16": "harness_plugins.models.vgg16",
+    "resnet50": "harness_plugins.models.resnet50",
+    "xception": "harness_plugins.models.xception",
+    "xception_location": "harness_plugins.models.xception_location",
+    "mobilenetv2": "harness_plugins.models.mobilenetv2",
+    "applications": "harness_plugins.models.applications",
     "summary-report": "harness_plugins.reports.summary",
 }
 
