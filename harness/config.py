@@ -5,20 +5,28 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.augment import FILL_MODES, FLIPS, Augment
 from harness.errors import HarnessError, did_you_mean
 from harness.images import NEAR_DUPLICATES, RESIZE_POLICIES
 from harness.plugins import Plugins
 from harness.space import Dimension, parse_dimension, thaw
 from harness.specs import REQUIRED
 
-#: Training settings a candidate may fix and a search space may tune.
-TRAIN_PARAMS = ("epochs", "batch_size", "optimizer", "learning_rate")
+#: Training settings a search space may tune (a candidate may fix any [train] setting).
+TRAIN_PARAMS = ("epochs", "batch_size", "optimizer", "learning_rate", "label_smoothing")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+CLASS_WEIGHTS = ("none", "balanced")
+#: Overrides every candidate's weights for a run, e.g. HARNESS_WEIGHTS=none for random initialisation.
+WEIGHTS_ENV = "HARNESS_WEIGHTS"
+ENGINES = ("optuna", "keras_tuner")
+ORACLES = ("bayesian", "hyperband", "random")
+CV_SCHEMES = ("kfold", "holdout")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 SMALL_CLASS_POLICIES = ("error", "drop")
@@ -36,12 +44,50 @@ class EarlyStopping:
 
 
 @dataclass
+class ReduceLR:
+    """Keras ReduceLROnPlateau on the early-stopping split."""
+
+    monitor: str = "val_loss"
+    factor: float = 0.1
+    patience: int = 5
+    min_lr: float = 1e-7
+
+
+@dataclass
+class FineTune:
+    """A second phase: unfreeze the backbone from layer ``from_layer`` (or its ``last`` layers; the
+    whole backbone when neither is set) and train ``epochs`` more at ``learning_rate``."""
+
+    epochs: int = 10
+    learning_rate: float = 1e-5
+    from_layer: int | None = None
+    last: int | None = None
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     early_stopping: EarlyStopping | None = None
+    reduce_lr: ReduceLR | None = None
+    label_smoothing: float = 0.0
+    class_weight: str = "none"
+    #: "imagenet" (Keras's cache), "none" (random initialisation) or a weights file.
+    weights: str = "imagenet"
+    #: Train the head on a frozen backbone first; false trains the backbone from the start.
+    freeze_base: bool = True
+    fine_tune: FineTune | None = None
+    augment: Augment | None = None
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + (self.fine_tune.epochs if self.fine_tune else 0)
+
+
+#: Settings a candidate may set to replace the [train] value.
+TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
 
 
 @dataclass
@@ -52,11 +98,16 @@ class CVConfig:
     stratified: bool = True
     grouped: bool = True
     small_classes: str = "error"
+    #: "kfold": cv.folds folds; "holdout": one split holding out validation_fraction of the data.
+    scheme: str = "kfold"
+    validation_fraction: float = 0.2
 
 
 @dataclass
 class SearchConfig:
     engine: str = "optuna"
+    #: keras_tuner's oracle (engine = "keras_tuner" only).
+    oracle: str = "bayesian"
     trials: int = 10
     sampler: str = "tpe"
     pruner: str = "median"
@@ -235,7 +286,11 @@ def load_study(path: str | Path, plugins: Plugins, overrides: dict[str, Any] | N
     raw = read_toml(path)
     c = _Checker(path)
     c.keys(raw, "", _TOP)
-    overrides = overrides or {}
+    overrides = dict(overrides or {})
+    if os.environ.get(WEIGHTS_ENV) and "weights" not in overrides:
+        overrides["weights"] = os.environ[WEIGHTS_ENV]
+    if "weights" in overrides:
+        overrides["weights"] = _weights(c, overrides["weights"], f"{WEIGHTS_ENV} / --weights", Path.cwd())
 
     study_t = c.table(c.value(raw, "study", "", dict, {}), "study")
     c.keys(study_t, "study", ("name", "seed", "description"))
@@ -252,11 +307,13 @@ def load_study(path: str | Path, plugins: Plugins, overrides: dict[str, Any] | N
     search = _search(c, c.table(c.value(raw, "search", "", dict, {}), "search"))
 
     if "folds" in overrides:
-        cv.folds = overrides["folds"]
+        cv.folds, cv.scheme = overrides["folds"], "kfold"
     if "trials" in overrides:
         search.trials = overrides["trials"]
     if "epochs" in overrides:
         train.epochs = overrides["epochs"]
+    if "weights" in overrides:
+        train.weights = overrides["weights"]
 
     cand_raw = c.value(raw, "candidates", "", list)
     if not cand_raw:
@@ -274,6 +331,7 @@ def load_study(path: str | Path, plugins: Plugins, overrides: dict[str, Any] | N
             )
         seen[cand.name] = i
     _check_global_space(c, search.space, candidates, plugins)
+    _check_engine(c, search, candidates)
     return Study(path, name, seed, description, dataset, candidates, cv, train, search, metrics, raw)
 
 
@@ -318,13 +376,23 @@ def _cv(c: _Checker, t: dict[str, Any], seed: int) -> CVConfig:
         stratified=c.value(t, "stratified", "cv", bool, True),
         grouped=c.value(t, "grouped", "cv", bool, True),
         small_classes=c.value(t, "small_classes", "cv", str, "error"),
+        scheme=c.choice(c.value(t, "scheme", "cv", str, "kfold"), "cv.scheme", CV_SCHEMES),
+        validation_fraction=c.value(t, "validation_fraction", "cv", float, 0.2),
     )
     c.choice(cv.small_classes, "cv.small_classes", SMALL_CLASS_POLICIES)
+    if cv.scheme == "holdout":
+        if "folds" in t:
+            raise c.fail("cv.folds", 'does not apply to cv.scheme = "holdout" (one split); remove it or use "kfold".')
+        if not 0 < cv.validation_fraction < 1:
+            raise c.fail("cv.validation_fraction", f"must be between 0 and 1, got {cv.validation_fraction}.")
+        cv.folds = 1
+    elif "validation_fraction" in t:
+        raise c.fail("cv.validation_fraction", 'applies to cv.scheme = "holdout" only; k-fold validates on each fold.')
     return cv
 
 
 def _train(c: _Checker, t: dict[str, Any], key: str, base: TrainConfig) -> TrainConfig:
-    c.keys(t, key, tuple(TrainConfig.__dataclass_fields__))
+    c.keys(t, key, TRAIN_KEYS)
     train = copy.deepcopy(base)
     train.epochs = c.positive(c.value(t, "epochs", key, int, base.epochs), f"{key}.epochs")
     train.batch_size = c.positive(c.value(t, "batch_size", key, int, base.batch_size), f"{key}.batch_size")
@@ -332,25 +400,117 @@ def _train(c: _Checker, t: dict[str, Any], key: str, base: TrainConfig) -> Train
     train.learning_rate = c.value(t, "learning_rate", key, float, base.learning_rate)
     if train.learning_rate <= 0:
         raise c.fail(f"{key}.learning_rate", f"must be positive, got {train.learning_rate}.")
+    train.label_smoothing = c.value(t, "label_smoothing", key, float, base.label_smoothing)
+    if not 0 <= train.label_smoothing < 1:
+        raise c.fail(f"{key}.label_smoothing", f"must be at least 0 and below 1, got {train.label_smoothing}.")
+    train.class_weight = c.choice(
+        c.value(t, "class_weight", key, str, base.class_weight), f"{key}.class_weight", CLASS_WEIGHTS
+    )
+    if "weights" in t:
+        train.weights = _weights(c, c.value(t, "weights", key, str), f"{key}.weights", c.path.parent)
+    train.freeze_base = c.value(t, "freeze_base", key, bool, base.freeze_base)
     if "early_stopping" in t:
-        es = t["early_stopping"]
-        where = f"{key}.early_stopping"
-        if es is False:
-            train.early_stopping = None
-        elif es is True:
-            train.early_stopping = EarlyStopping()
-        else:
-            es = c.table(es, where)
-            c.keys(es, where, tuple(EarlyStopping.__dataclass_fields__))
-            fraction = c.value(es, "validation_fraction", where, float, 0.1)
-            if not 0 < fraction < 0.5:
-                raise c.fail(f"{where}.validation_fraction", f"must be between 0 and 0.5, got {fraction}.")
-            train.early_stopping = EarlyStopping(
-                monitor=c.choice(c.value(es, "monitor", where, str, "val_loss"), f"{where}.monitor", MONITORS),
-                patience=c.positive(c.value(es, "patience", where, int, 5), f"{where}.patience", 0),
-                validation_fraction=fraction,
-            )
+        train.early_stopping = _optional(c, t["early_stopping"], f"{key}.early_stopping", _early_stopping)
+    if "reduce_lr" in t:
+        train.reduce_lr = _optional(c, t["reduce_lr"], f"{key}.reduce_lr", _reduce_lr)
+    if "fine_tune" in t:
+        train.fine_tune = _optional(c, t["fine_tune"], f"{key}.fine_tune", _fine_tune)
+    if "augment" in t:
+        train.augment = _optional(c, t["augment"], f"{key}.augment", _augment)
+    if train.fine_tune is not None and not train.freeze_base:
+        raise c.fail(
+            f"{key}.fine_tune",
+            "fine-tuning unfreezes a frozen backbone, but freeze_base = false trains it from the start; "
+            "drop one of the two.",
+        )
     return train
+
+
+def _weights(c: _Checker, value: Any, where: str, relative_to: Path) -> str:
+    """ "imagenet", "none", or an existing weights file (a relative path is relative to ``relative_to``)."""
+    if not isinstance(value, str) or not value:
+        raise c.fail(where, f'expected "imagenet", "none" or a weights file path, got {_show(value)}.')
+    if value.lower() in ("imagenet", "none"):
+        return value.lower()
+    file = Path(value).expanduser()
+    file = file if file.is_absolute() else relative_to / file
+    if not file.is_file():
+        raise c.fail(where, f'weights file {file} not found; give "imagenet", "none" or an existing file.')
+    return str(file.resolve())
+
+
+def _optional(c: _Checker, value: Any, where: str, parse) -> Any:
+    """A sub-table that ``false`` turns off and ``true`` turns on with its defaults."""
+    if value is False:
+        return None
+    return parse(c, {} if value is True else c.table(value, where), where)
+
+
+def _fields(c: _Checker, t: dict[str, Any], where: str, cls) -> None:
+    c.keys(t, where, tuple(cls.__dataclass_fields__))
+
+
+def _early_stopping(c: _Checker, t: dict[str, Any], where: str) -> EarlyStopping:
+    _fields(c, t, where, EarlyStopping)
+    fraction = c.value(t, "validation_fraction", where, float, 0.1)
+    if not 0 < fraction < 0.5:
+        raise c.fail(f"{where}.validation_fraction", f"must be between 0 and 0.5, got {fraction}.")
+    return EarlyStopping(
+        monitor=c.choice(c.value(t, "monitor", where, str, "val_loss"), f"{where}.monitor", MONITORS),
+        patience=c.positive(c.value(t, "patience", where, int, 5), f"{where}.patience", 0),
+        validation_fraction=fraction,
+    )
+
+
+def _reduce_lr(c: _Checker, t: dict[str, Any], where: str) -> ReduceLR:
+    _fields(c, t, where, ReduceLR)
+    d = ReduceLR()
+    r = ReduceLR(
+        monitor=c.choice(c.value(t, "monitor", where, str, d.monitor), f"{where}.monitor", MONITORS),
+        factor=c.value(t, "factor", where, float, d.factor),
+        patience=c.positive(c.value(t, "patience", where, int, d.patience), f"{where}.patience", 0),
+        min_lr=c.value(t, "min_lr", where, float, d.min_lr),
+    )
+    if not 0 < r.factor < 1:
+        raise c.fail(f"{where}.factor", f"must be between 0 and 1 (the learning rate is multiplied by it), got {r.factor}.")
+    if r.min_lr < 0:
+        raise c.fail(f"{where}.min_lr", f"must not be negative, got {r.min_lr}.")
+    return r
+
+
+def _fine_tune(c: _Checker, t: dict[str, Any], where: str) -> FineTune:
+    _fields(c, t, where, FineTune)
+    d = FineTune()
+    f = FineTune(
+        epochs=c.positive(c.value(t, "epochs", where, int, d.epochs), f"{where}.epochs"),
+        learning_rate=c.value(t, "learning_rate", where, float, d.learning_rate),
+        from_layer=c.value(t, "from_layer", where, int, None),
+        last=c.value(t, "last", where, int, None),
+    )
+    if f.learning_rate <= 0:
+        raise c.fail(f"{where}.learning_rate", f"must be positive, got {f.learning_rate}.")
+    if f.from_layer is not None and f.last is not None:
+        raise c.fail(where, "give from_layer or last, not both (neither unfreezes the whole backbone).")
+    if f.last is not None:
+        c.positive(f.last, f"{where}.last")
+    return f
+
+
+def _augment(c: _Checker, t: dict[str, Any], where: str) -> Augment:
+    _fields(c, t, where, Augment)
+    d, values = Augment(), {}
+    for name in Augment.__dataclass_fields__:
+        default = getattr(d, name)
+        values[name] = c.value(t, name, where, str if isinstance(default, str) else float, default)
+        if isinstance(default, float) and values[name] < 0:
+            raise c.fail(f"{where}.{name}", f"must not be negative, got {values[name]}.")
+    if values["flip"]:
+        c.choice(values["flip"], f"{where}.flip", FLIPS)
+    c.choice(values["fill_mode"], f"{where}.fill_mode", FILL_MODES)
+    for name in ("saturation", "blur", "noise"):
+        if values[name] > 1:
+            raise c.fail(f"{where}.{name}", f"must be between 0 and 1, got {values[name]}.")
+    return Augment(**values)
 
 
 def _metrics(c: _Checker, t: dict[str, Any], plugins: Plugins) -> MetricsConfig:
@@ -378,7 +538,8 @@ def _metrics(c: _Checker, t: dict[str, Any], plugins: Plugins) -> MetricsConfig:
 def _search(c: _Checker, t: dict[str, Any]) -> SearchConfig:
     c.keys(t, "search", tuple(SearchConfig.__dataclass_fields__))
     search = SearchConfig(
-        engine=c.choice(c.value(t, "engine", "search", str, "optuna"), "search.engine", ("optuna",)),
+        engine=c.choice(c.value(t, "engine", "search", str, "optuna"), "search.engine", ENGINES),
+        oracle=c.choice(c.value(t, "oracle", "search", str, "bayesian"), "search.oracle", ORACLES),
         trials=c.positive(c.value(t, "trials", "search", int, 10), "search.trials"),
         sampler=c.choice(c.value(t, "sampler", "search", str, "tpe"), "search.sampler", SAMPLERS),
         pruner=c.choice(c.value(t, "pruner", "search", str, "median"), "search.pruner", PRUNERS),
@@ -386,6 +547,11 @@ def _search(c: _Checker, t: dict[str, Any]) -> SearchConfig:
     )
     space = c.table(c.value(t, "space", "search", dict, {}), "search.space")
     search.space = _space(c, space, "search.space")
+    if search.engine == "optuna" and "oracle" in t:
+        raise c.fail("search.oracle", 'is keras_tuner\'s setting; add engine = "keras_tuner" or remove it.')
+    for optuna_only in ("sampler", "pruner"):
+        if search.engine == "keras_tuner" and optuna_only in t:
+            raise c.fail(f"search.{optuna_only}", "is Optuna's setting; with engine = \"keras_tuner\" set search.oracle.")
     return search
 
 
@@ -408,17 +574,19 @@ def _candidate(
         raise c.fail(f"{key}.model", plugins.models.unknown_message(model))
     spec = plugins.models.get(model)
     core = ("model", "name", "image_size", "space")
-    c.keys(t, key, list(core) + list(TRAIN_PARAMS) + list(spec.params))
+    c.keys(t, key, list(core) + list(TRAIN_KEYS) + list(spec.params))
     name = c.value(t, "name", key, str, model)
     image_size = c.size(t.get("image_size"), f"{key}.image_size") or dataset.image_size or tuple(spec.image_size)
     params = {}
     for pname, default in spec.params.items():
         kind = _ANY if default is None or default is REQUIRED else _type_of(default)
         params[pname] = c.value(t, pname, key, kind, default)
-    train_t = {k: t[k] for k in TRAIN_PARAMS if k in t}
+    train_t = {k: t[k] for k in TRAIN_KEYS if k in t}
     cand_train = _train(c, train_t, key, train)
     if "epochs" in overrides:
         cand_train.epochs = overrides["epochs"]
+    if "weights" in overrides:
+        cand_train.weights = overrides["weights"]
     own_space = _space(c, c.table(t.get("space", {}), f"{key}.space"), f"{key}.space")
     tunable = set(spec.params) | set(TRAIN_PARAMS)
     for pname in own_space:
@@ -448,6 +616,18 @@ def _check_global_space(c: _Checker, space: dict[str, Dimension], candidates: li
                 f"search.space.{pname}",
                 f"'{pname}' is not a training setting nor a parameter of any candidate's model."
                 f"{did_you_mean(pname, usable)} Tunable: {', '.join(sorted(usable))}.",
+            )
+
+
+def _check_engine(c: _Checker, search: SearchConfig, candidates: list[Candidate]) -> None:
+    if search.engine != "keras_tuner" or search.oracle != "hyperband":
+        return
+    for i, cand in enumerate(candidates):
+        if "epochs" in cand.space:
+            raise c.fail(
+                f"candidates[{i}]",
+                f"'{cand.name}' tunes epochs, but the Hyperband oracle sets each trial's epochs itself "
+                "(up to train.epochs); remove epochs from the search space.",
             )
 
 
