@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=_positive, help="training epochs (overrides train.epochs)")
     run.add_argument("--results", type=Path, default=Path("results"), help="results root; the study writes to RESULTS/<study name> (default: results)")
     run.add_argument("--data-root", type=Path, default=None, help="folder that dataset roots are relative to (default: $HARNESS_DATA_ROOT or .)")
+    run.add_argument("--workers", type=_positive, default=1, help="worker processes sharing the search (one GPU each when there are several)")
+    run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
     validate = sub.add_parser("validate", help="check a study file and its data without training")
     validate.add_argument("study", type=Path)
@@ -114,9 +116,15 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     if args.command == "validate":
         return _validate(study, plugins, data_root, err)
 
-    from harness.runner import run_study
+    from harness.runner import run_study, run_worker
 
-    run_study(study, plugins, args.results, data_root, err)
+    if args.worker_index is not None:
+        run_worker(study, plugins, args.results, data_root, args.worker_index)
+        return EXIT_OK
+    worker_command = [sys.executable, "-m", "harness", "run", str(args.study), "--results", str(args.results)]
+    worker_command += ["--data-root", str(data_root)]
+    worker_command += [a for k, v in overrides.items() for a in (f"--{k}", str(v))]
+    run_study(study, plugins, args.results, data_root, err, args.workers, [*worker_command, "--worker-index"])
     return EXIT_OK
 
 

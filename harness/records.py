@@ -7,6 +7,7 @@ written again, so a resumed study reuses finished folds instead of doubling them
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -40,33 +41,54 @@ class FoldRecord:
 
 
 class RecordStore:
-    """The records file of one results folder."""
+    """The records file of one results folder, shared safely by the processes of one study."""
 
     def __init__(self, results_dir: Path):
         self.path = Path(results_dir) / RECORDS_FILE
         self._by_key: dict[tuple[str, str, int, int], FoldRecord] = {}
-        for record in read_records(self.path):
+        self._offset = 0
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Read what other processes appended since the last look (complete lines only)."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for record in _parse(complete.decode("utf-8", errors="replace")):
             self._by_key.setdefault(record.key, record)
 
     def get(self, search_id: str, config_id: str, repeat: int, fold: int) -> FoldRecord | None:
-        return self._by_key.get((search_id, config_id, repeat, fold))
+        key = (search_id, config_id, repeat, fold)
+        if key not in self._by_key:
+            self._refresh()
+        return self._by_key.get(key)
 
     def append(self, record: FoldRecord) -> bool:
         """Write the record unless its key is already there; True when written."""
-        if record.key in self._by_key:
-            return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(asdict(record), sort_keys=True) + "\n"
         with self.path.open("ab") as fh:
-            if fh.tell() > 0 and not _ends_with_newline(self.path):
-                fh.write(b"\n")  # a torn line from a crash stays alone on its line
-            fh.write(line.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
+            fcntl.flock(fh, fcntl.LOCK_EX)  # one writer at a time: the check and the write are one step
+            try:
+                self._refresh()
+                if record.key in self._by_key:
+                    return False
+                if fh.tell() > 0 and not _ends_with_newline(self.path):
+                    fh.write(b"\n")  # a torn line from a crash stays alone on its line
+                fh.write((json.dumps(asdict(record), sort_keys=True) + "\n").encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+                self._offset = fh.tell()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
         self._by_key[record.key] = record
         return True
 
     def all(self) -> list[FoldRecord]:
+        self._refresh()
         return list(self._by_key.values())
 
 
@@ -76,14 +98,16 @@ def _ends_with_newline(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
-def read_records(path: Path) -> list[FoldRecord]:
-    """Every complete record in the file, in order; torn lines are skipped."""
-    if not path.exists():
-        return []
+def _parse(text: str) -> list[FoldRecord]:
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             records.append(FoldRecord(**json.loads(line)))
         except (json.JSONDecodeError, TypeError):
             continue
     return records
+
+
+def read_records(path: Path) -> list[FoldRecord]:
+    """Every complete record in the file, in order; torn lines are skipped."""
+    return _parse(path.read_text(encoding="utf-8")) if path.exists() else []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.config import Candidate, Study, effective_params
@@ -25,7 +28,8 @@ from harness.records import FoldRecord, RecordStore
 from harness.train import fit_fold
 
 RUN_FILE = "run.json"
-INTERRUPTED, RETRY_OF = "interrupted", "retry_of"
+INTERRUPTED, RETRY_OF, OWNER = "interrupted", "retry_of", "owner"
+SQLITE_FILE, JOURNAL_FILE = "optuna.db", "optuna.journal"
 
 
 @dataclass
@@ -73,8 +77,24 @@ def direction(study: Study, plugins: Plugins) -> str:
     return "maximize"
 
 
-def default_storage(results_dir: Path) -> str:
-    return f"sqlite:///{(results_dir / 'optuna.db').resolve()}"
+def open_storage(study: Study, results_dir: Path, workers: int = 1):
+    """The study's Optuna storage: its URL, else a file in the results folder.
+
+    One process uses SQLite (optuna.db); several share a journal file (optuna.journal), which is
+    safe for concurrent writers where SQLite is not. Switching to workers copies the SQLite trials.
+    """
+    if study.search.storage:
+        return study.search.storage
+    sqlite_path, journal_path = results_dir / SQLITE_FILE, results_dir / JOURNAL_FILE
+    sqlite_url = f"sqlite:///{sqlite_path.resolve()}"
+    if workers <= 1 and not journal_path.exists():
+        return sqlite_url
+    first_time = not journal_path.exists()
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal_path)))
+    if first_time and sqlite_path.exists():
+        for summary in optuna.get_all_study_summaries(sqlite_url):
+            optuna.copy_study(from_study_name=summary.study_name, from_storage=sqlite_url, to_storage=journal)
+    return journal
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -124,7 +144,7 @@ def write_run_file(run: RunInfo, plugins: Plugins) -> None:
 class _Progress:
     """Bars for trials, folds and epochs; a line per finished trial."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, disable: bool = False):
         self.bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(bar_width=24),
@@ -132,6 +152,7 @@ class _Progress:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=disable,
         )
         self.console = console
 
@@ -149,29 +170,36 @@ class _Progress:
 def run_search(
     run: RunInfo,
     plugins: Plugins,
-    storage: str | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
     console: Console | None = None,
+    worker: int | None = None,
 ) -> None:
-    """Run every candidate's search until it has its trials; resumes whatever a previous run left."""
+    """Run every candidate's search until it has its trials; resumes whatever a previous run left.
+
+    Several processes may run this at once on one study (``worker`` = 0, 1, ...; bars off, lines
+    labelled) when the storage is safe for it; a trial whose process died is retried by whichever
+    process sees it first.
+    """
     study = run.study
     console = console or Console(stderr=True)
     records = RecordStore(run.results_dir)
-    storage = storage or study.search.storage or default_storage(run.results_dir)
+    storage = storage or open_storage(study, run.results_dir, workers=1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = [(r, f) for r in range(study.cv.repeats) for f in range(study.cv.folds)]
     extra_metrics = [plugins.metrics.get(m) for m in study.metrics.extra]
-    with _Progress(console) as progress:
+    label = "" if worker is None else escape(f"[worker {worker}] ")
+    with _Progress(console, disable=worker is not None) as progress:
         for candidate in study.candidates:
             sid = search_id(study, candidate)
             spec = plugins.models.get(candidate.model)
-            optuna_study = _open_study(study, sid, storage, plugins)
+            optuna_study = _open_study(study, sid, storage, plugins, worker or 0)
             done = _finished(optuna_study)
             remaining = max(0, study.search.trials - done)
             progress.bars.update(
                 progress.trials, description=f"{candidate.name}: trials", total=study.search.trials, completed=done
             )
             if remaining == 0:
-                console.print(f"[dim]{candidate.name}: {done} trials already done[/]")
+                console.print(f"[dim]{label}{candidate.name}: {done} trials already done[/]")
                 continue
 
             def objective(trial: optuna.Trial, candidate=candidate, sid=sid, spec=spec) -> float:
@@ -179,6 +207,7 @@ def run_search(
                 params, train = effective_params(candidate, sampled)
                 cid = config_id(sid, sampled)
                 trial.set_user_attr("config_id", cid)
+                trial.set_user_attr(OWNER, _owner())
                 trial_records: list[FoldRecord] = []
                 progress.bars.update(progress.folds, total=len(splits), completed=0)
                 try:
@@ -196,30 +225,37 @@ def run_search(
                         running = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
                         trial.report(running, step)
                         if step + 1 < len(splits) and trial.should_prune():
-                            _trial_line(console, candidate, trial.number, "pruned", running, sampled, trial_records, study)
+                            _trial_line(console, label, candidate, trial.number, "pruned", running, sampled, trial_records, study)
                             _trial_end(plugins, run, candidate, trial.number, "pruned", running, sampled, trial_records)
                             raise optuna.TrialPruned()
                 except HarnessError as exc:
-                    console.print(f"[red]{candidate.name} trial {trial.number} failed:[/] {exc}")
+                    console.print(f"[red]{label}{candidate.name} trial {trial.number} failed:[/] {exc}")
                     _trial_end(plugins, run, candidate, trial.number, "failed", None, sampled, trial_records)
                     raise
                 except KeyboardInterrupt:
                     trial.set_user_attr(INTERRUPTED, True)  # so the next run retries this configuration
                     raise
                 value = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
-                _trial_line(console, candidate, trial.number, "complete", value, sampled, trial_records, study)
+                _trial_line(console, label, candidate, trial.number, "complete", value, sampled, trial_records, study)
                 _trial_end(plugins, run, candidate, trial.number, "complete", value, sampled, trial_records)
                 progress.bars.advance(progress.trials)
                 return value
 
-            optuna_study.optimize(objective, n_trials=remaining, catch=(HarnessError,), gc_after_trial=True)
+            def after_trial(optuna_study: optuna.Study, _trial) -> None:
+                _retry_cut_off(optuna_study)
+                if _finished(optuna_study) >= study.search.trials:
+                    optuna_study.stop()  # other workers may have done the rest
+
+            optuna_study.optimize(
+                objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=True
+            )
             if not any(t.state == TrialState.COMPLETE for t in optuna_study.trials):
                 raise HarnessError(
                     f"candidate '{candidate.name}': no trial completed (see the errors above); nothing to rank."
                 )
 
 
-def _open_study(study: Study, sid: str, storage: str, plugins: Plugins) -> optuna.Study:
+def _open_study(study: Study, sid: str, storage, plugins: Plugins, worker: int = 0) -> optuna.Study:
     try:
         optuna_study = optuna.create_study(
             study_name=sid,
@@ -230,21 +266,54 @@ def _open_study(study: Study, sid: str, storage: str, plugins: Plugins) -> optun
         )
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
         raise HarnessError(f"cannot open the Optuna storage '{storage}': {exc}") from exc
-    # One process owns this study, so a trial still RUNNING was cut off by a crash, and a failed one
-    # marked INTERRUPTED by Ctrl-C: queue each configuration once more; its finished folds are
-    # reused from the records. (Optuna has no public call to fail a trial of another process.)
+    _retry_cut_off(optuna_study)
+    # A resumed sampler must not replay the random start of the first run, nor copy another worker.
+    optuna_study.sampler = make_sampler(study.search.sampler, study.seed + len(optuna_study.trials) + 1000 * worker)
+    return optuna_study
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    """True when the process that ran a trial is gone (checked on this host only)."""
+    if owner is None:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _retry_cut_off(optuna_study: optuna.Study) -> None:
+    """Queue once more each trial cut off by a crash, kill -9 or Ctrl-C; its finished folds are reused.
+
+    A RUNNING trial whose process is dead is marked failed first (Optuna has no public call to
+    fail another process's trial).
+    """
     trials = optuna_study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
     for trial in trials:
         if trial.state == TrialState.RUNNING:
-            optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            if not _owner_is_dead(trial.user_attrs.get(OWNER)):
+                continue
+            try:
+                optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker got there first
         elif not (trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED)):
             continue
         if trial.number not in retried:
             optuna_study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
-    # A resumed sampler must not replay the random start of the first run.
-    optuna_study.sampler = make_sampler(study.search.sampler, study.seed + len(optuna_study.trials))
-    return optuna_study
 
 
 def _finished(optuna_study: optuna.Study) -> int:
@@ -269,12 +338,12 @@ def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, re
     )
 
 
-def _trial_line(console, candidate, number, state, value, sampled, records, study):
+def _trial_line(console, label, candidate, number, state, value, sampled, records, study):
     values = [r.metrics[study.metrics.objective] for r in records]
     spread = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
     shown = ", ".join(f"{k}={_short(v)}" for k, v in sampled.items()) or "fixed settings"
     console.print(
-        f"{candidate.name} trial {number} {state}: {study.metrics.objective} {value:.3f}{spread} "
+        f"{label}{candidate.name} trial {number} {state}: {study.metrics.objective} {value:.3f}{spread} "
         f"over {len(records)} fold(s) [dim]({shown})[/]"
     )
 

@@ -1,0 +1,68 @@
+"""Several worker processes on one study: shared journal storage, no trial or fold doubled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pandas as pd
+
+from harness.records import read_records
+from harness.runner import worker_env
+
+from conftest import tiny_study_text
+
+
+def _check(results_dir, trials: int) -> list:
+    records = read_records(results_dir / "records.jsonl")
+    keys = Counter((r.search_id, r.config_id, r.repeat, r.fold) for r in records)
+    assert max(keys.values()) == 1, "a fold record was written twice"
+    per_config = Counter(r.config_id for r in records)
+    board = pd.read_csv(results_dir / "leaderboard.csv")
+    assert board.loc[0, "complete"] >= trials
+    complete = [c for c, n in per_config.items() if n == 2]
+    assert len(complete) == board.loc[0, "complete"]
+    assert (results_dir / "optuna.journal").exists() and not (results_dir / "optuna.db").exists()
+    return records
+
+
+def _command(study, results):
+    return [sys.executable, "-m", "harness", "run", str(study), "--results", str(results), "--workers", "2"]
+
+
+def test_two_workers_finish_one_study(tmp_path):
+    study = tmp_path / "w.toml"
+    study.write_text(tiny_study_text(name="w", trials=4))
+    done = subprocess.run(_command(study, tmp_path / "r"), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[worker 0]" in done.stderr and "[worker 1]" in done.stderr
+    _check(tmp_path / "r" / "w", trials=4)
+
+
+def test_a_dead_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
+    study = tmp_path / "w.toml"
+    study.write_text(tiny_study_text(name="w", trials=4))
+    records_path = tmp_path / "r" / "w" / "records.jsonl"
+    parent = subprocess.Popen(_command(study, tmp_path / "r"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records_path.exists() and records_path.read_text().count("\n") >= 1):
+        time.sleep(0.02)
+    children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2, children
+    victim = int(children[0])
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = parent.communicate(timeout=400)
+    assert parent.returncode == 0, stderr[-3000:]
+    assert "stopped with exit code -9" in stderr
+    _check(tmp_path / "r" / "w", trials=4)
+
+
+def test_workers_get_one_gpu_each_when_there_are_several():
+    assert worker_env(3, ["0", "1"])["CUDA_VISIBLE_DEVICES"] == "1"
+    env = worker_env(1, ["0"])  # one GPU: shared, without grabbing all its memory
+    assert env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
