@@ -88,7 +88,11 @@ def run_study(
         f"{len(study.candidates)} candidate(s) × {study.search.trials} trial(s) × "
         f"{study.cv.folds * study.cv.repeats} fold(s); results in {run.results_dir}"
     )
-    if workers > 1:
+    if study.search.engine == "keras_tuner":
+        from harness.tuner_search import run_tuner_search
+
+        run_tuner_search(run, plugins, console=console, workers=workers)
+    elif workers > 1:
         open_storage(study, run.results_dir, workers)  # create the shared storage before the workers race for it
         _run_workers(workers, worker_command or [], console)
     else:
