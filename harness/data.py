@@ -113,7 +113,7 @@ def load_dataset(config: DatasetConfig, plugins: Plugins, context: DatasetContex
     if samples.pixels is None:
         store = images.ImageStore(context.cache_dir)
         table["path"] = table["path"].astype(str)
-        probes = store.probe(table["path"].tolist())
+        probes = store.probe(table["path"].tolist(), config.image_size, config.resize)
         skipped = [(p, probe.reason) for p, probe in zip(table["path"], probes) if not probe.ok]
         if skipped and config.strict:
             listing = "; ".join(f"{p} ({why})" for p, why in skipped[:10]) + (" …" if len(skipped) > 10 else "")

@@ -36,8 +36,13 @@ SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", ".trashes"})
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: Bump when decoding changes what a cached array holds, so old arrays are not reused.
 DECODER_VERSION = 1
-#: Side of the small image a probe decodes (enough for the perceptual hash, cheap under draft mode).
-PROBE_SIDE = 64
+#: JPEGs are decoded at a reduced scale (draft mode) down to this side at least. The perceptual
+#: hash is always taken at this scale, so it does not depend on the size a study asks for, and
+#: a study at this size or below decodes each file once for both the hash and its pixels.
+DRAFT_SIDE = 256
+#: Arrays a probe decodes are also kept in memory, up to this many bytes, for the pixels() call
+#: that follows it, so a cold start does not read them back from disk.
+FRESH_BYTES = 2 << 30
 #: Transparent pixels are shown on white, as image viewers and web pages show them.
 ALPHA_BACKGROUND = (255, 255, 255)
 PAD_COLOUR = (0, 0, 0)
@@ -115,11 +120,23 @@ def _format_guess(data: bytes) -> str:
     return "image"
 
 
+def _draftable(image: Image.Image) -> bool:
+    return image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr")
+
+
+def _draft_scale(image: Image.Image, target: int) -> int:
+    """The reduction (1, 2, 4 or 8) JPEG draft mode picks for a target side (Pillow's rule)."""
+    if not _draftable(image):
+        return 1
+    fits = min(image.width // target, image.height // target)
+    return next((s for s in (8, 4, 2) if fits >= s), 1)
+
+
 def _load(image: Image.Image, target: int) -> Image.Image:
-    """Decode pixels, at a reduced scale for JPEG (draft mode), within the pixel limit."""
-    if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
-        # Draft mode lets libjpeg scale by 1/2..1/8 while decoding: far faster on large photos.
-        image.draft(image.mode, (target, target))
+    """Decode to RGB, at a reduced scale for JPEG (draft mode), within the pixel limit, EXIF-oriented."""
+    if _draftable(image):
+        # libjpeg scales by 1/2..1/8 while decoding: far faster on large photos
+        image.draft(image.mode, (max(target, DRAFT_SIDE),) * 2)
     if image.width * image.height > MAX_PIXELS:
         raise UnreadableImage(
             f"too large: {image.width}×{image.height} pixels, over the limit of {MAX_PIXELS:,} "
@@ -130,9 +147,10 @@ def _load(image: Image.Image, target: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableImage(f"corrupt or truncated {image.format or 'image'}: {exc}") from None
     try:
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # a damaged EXIF block must not cost the image itself
-        return image
+        pass
+    return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -147,6 +165,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
         background.alpha_composite(rgba)
         image = background
+    if image.mode == "RGB":
+        return image
     try:
         return image.convert("RGB")
     except ValueError as exc:
@@ -158,7 +178,7 @@ def resize(image: Image.Image, size: tuple[int, int], policy: str = "stretch") -
     target = (size[1], size[0])
     method = Image.Resampling.BILINEAR
     if policy == "stretch":
-        return image.resize(target, method, reducing_gap=3.0)
+        return image.resize(target, method, reducing_gap=2.0)  # box-reduce first: faster, as sharp
     if policy == "crop":
         return ImageOps.fit(image, target, method)
     if policy == "pad":
@@ -168,8 +188,7 @@ def resize(image: Image.Image, size: tuple[int, int], policy: str = "stretch") -
 
 def decode(data: bytes, size: tuple[int, int], policy: str = "stretch") -> np.ndarray:
     """Bytes of any supported format to a uint8 (height, width, 3) array."""
-    image = _load(open_image(data), max(size))
-    return np.asarray(resize(to_rgb(image), size, policy), dtype=np.uint8)
+    return np.asarray(resize(_load(open_image(data), max(size)), size, policy), dtype=np.uint8)
 
 
 def decode_file(path: str | Path, size: tuple[int, int], policy: str = "stretch") -> np.ndarray:
@@ -197,7 +216,8 @@ def perceptual_hash(image: Image.Image) -> str:
     recompression and small edits keep most bits. Colour bits tell apart shells of one shape on
     the same background, which grey-only hashes (dHash, aHash) call duplicates.
     """
-    ycc = np.asarray(image.convert("YCbCr").resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float64)
+    small = image.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    ycc = np.asarray(small.convert("YCbCr"), dtype=np.float64)
     bits = [_low_frequency_bits(ycc[..., 0], _DCT64, 16)]
     bits += [_low_frequency_bits(ycc[::2, ::2, c], _DCT32, 8) for c in (1, 2)]
     return np.packbits(np.concatenate(bits)).tobytes().hex()
@@ -238,24 +258,29 @@ class Probe:
         return self.reason is None
 
 
-def probe_bytes(data: bytes) -> Probe:
-    """Decode bytes at thumbnail size: proves the whole file decodes and yields the perceptual hash."""
+def probe_bytes(data: bytes, size: tuple[int, int] | None = None, policy: str = "stretch") -> tuple[Probe, np.ndarray | None]:
+    """Decode bytes once: the Probe (proof that the whole file decodes, and its perceptual hash)
+    and, when ``size`` is given, the pixels at that size as ``decode`` would give them."""
     digest = content_hash(data)
     try:
         image = open_image(data)
         fmt, mode = image.format or "", image.mode
-        orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+        orientation = image.getexif().get(0x0112, 1)
         width, height = image.size if orientation not in (5, 6, 7, 8) else image.size[::-1]
-        small = to_rgb(_load(image, PROBE_SIDE))
-        return Probe(digest, None, width, height, fmt, mode, perceptual_hash(small))
+        target = max(size) if size else DRAFT_SIDE
+        same_scale = _draft_scale(image, max(target, DRAFT_SIDE)) == _draft_scale(image, DRAFT_SIDE)
+        rgb = _load(image, target)
+        hash_source = rgb if same_scale else _load(open_image(data), DRAFT_SIDE)
+        pixels = np.asarray(resize(rgb, size, policy), dtype=np.uint8) if size else None
+        return Probe(digest, None, width, height, fmt, mode, perceptual_hash(hash_source)), pixels
     except UnreadableImage as exc:
-        return Probe(digest, str(exc))
+        return Probe(digest, str(exc)), None
 
 
 def probe_file(path: str | Path) -> Probe:
-    """``probe_bytes`` on a file; a file that cannot even be read gives a Probe without hash."""
+    """Probe one file; a file that cannot even be read gives a Probe without hash."""
     try:
-        return probe_bytes(read_bytes(path))
+        return probe_bytes(read_bytes(path))[0]
     except UnreadableImage as exc:
         return Probe(None, str(exc))
 
@@ -290,6 +315,10 @@ class ImageStore:
         self.root = Path(cache_dir).expanduser()
         self.workers = workers or os.cpu_count() or 1
         self.progress = progress
+        self._folders: set[Path] = set()
+        self._fresh: dict[tuple, np.ndarray] = {}  # arrays decoded by probe(), handed to pixels()
+        self._fresh_bytes = 0
+        self._lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.root / f"index-v{DECODER_VERSION}.sqlite3", timeout=60)
@@ -304,8 +333,12 @@ class ImageStore:
 
     # -- probes --------------------------------------------------------------------------------
 
-    def probe(self, paths: Sequence[str]) -> list[Probe]:
-        """One Probe per path (same order); unchanged files are answered from the index."""
+    def probe(self, paths: Sequence[str], size: tuple[int, int] | None = None, policy: str = "stretch") -> list[Probe]:
+        """One Probe per path (same order); unchanged files are answered from the index.
+
+        With ``size``, files read for the first time are also decoded at that size in the same
+        pass and their arrays cached, so a study at that size decodes each new file only once.
+        """
         results: list[Probe | None] = [None] * len(paths)
         keys = [_stat_key(p) for p in paths]
         known = self._known_hashes(paths, keys)
@@ -317,7 +350,9 @@ class ImageStore:
                 results[i] = cached[digest]
             else:
                 todo.append(i)
-        fresh = self._parallel(probe_file, [paths[i] for i in todo], "reading images")
+        size = (int(size[0]), int(size[1])) if size else None
+        jobs = [(paths[i], size, policy) for i in todo]
+        fresh = self._parallel(self._probe_job, jobs, "reading images")
         files, probes = [], []
         for i, result in zip(todo, fresh):
             results[i] = result
@@ -330,6 +365,17 @@ class ImageStore:
                 self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", files)
                 self._db.executemany("INSERT OR REPLACE INTO probes VALUES (?, ?, ?, ?, ?, ?, ?)", probes)
         return results  # type: ignore[return-value]
+
+    def _probe_job(self, job: tuple[str, tuple[int, int] | None, str]) -> Probe:
+        path, size, policy = job
+        try:
+            data = read_bytes(path)
+        except UnreadableImage as exc:
+            return Probe(None, str(exc))
+        probe, pixels = probe_bytes(data, size, policy)
+        if pixels is not None and size is not None:
+            self._save_array(probe.hash, size, policy, pixels)
+        return probe
 
     def _known_hashes(self, paths: Sequence[str], keys: Sequence[tuple[int, int] | None]) -> dict[str, str]:
         rows = self._select("SELECT path, size, mtime_ns, hash FROM files WHERE path IN ({})", paths)
@@ -353,21 +399,41 @@ class ImageStore:
     def array_path(self, digest: str, size: tuple[int, int], policy: str) -> Path:
         """Where the decoded array of one content hash at one size and policy lives."""
         folder = f"v{DECODER_VERSION}-{policy}-{size[0]}x{size[1]}"
-        return self.root / "pixels" / folder / digest[:2] / f"{digest}.npy"
+        return self.root / "pixels" / folder / f"{digest}.npy"
+
+    def bundle_path(self, hashes: Sequence[str], size: tuple[int, int], policy: str) -> Path:
+        """Where the stacked arrays of one exact list of images live (the warm path's single read)."""
+        key = hashlib.blake2b("\n".join(hashes).encode(), digest_size=16).hexdigest()
+        return self.root / "bundles" / f"v{DECODER_VERSION}-{policy}-{size[0]}x{size[1]}" / f"{key}.npy"
 
     def pixels(self, paths: Sequence[str], hashes: Sequence[str], size: tuple[int, int],
                policy: str = "stretch") -> np.ndarray:
-        """uint8 (n, height, width, 3): cached arrays where present, the rest decoded once and saved."""
+        """uint8 (n, height, width, 3): cached arrays where present, the rest decoded once and saved.
+
+        The stacked result is saved too and memory-mapped (read-only) on the next call with the
+        same images, so a warm start is one file however many images there are.
+        """
         size = (int(size[0]), int(size[1]))
         if policy not in RESIZE_POLICIES:
             raise HarnessError(f"unknown resize policy '{policy}'; use one of: {', '.join(RESIZE_POLICIES)}.")
-        out = np.empty((len(paths), size[0], size[1], 3), dtype=np.uint8)
+        shape = (len(paths), size[0], size[1], 3)
+        bundle = self.bundle_path(hashes, size, policy)
+        try:
+            stacked = np.load(bundle, mmap_mode="r", allow_pickle=False)
+            if stacked.shape == shape and stacked.dtype == np.uint8:
+                return stacked
+        except (OSError, ValueError):  # absent, or torn by a killed writer: assemble again
+            pass
+        out = np.empty(shape, dtype=np.uint8)
         missing: dict[str, list[int]] = {}
         for i, digest in enumerate(hashes):
-            target = self.array_path(digest, size, policy)
+            fresh = self._fresh.get((digest, size, policy))
+            if fresh is not None:
+                out[i] = fresh
+                continue
             try:
-                out[i] = np.load(target, allow_pickle=False)
-            except (OSError, ValueError):  # absent, or torn by a killed writer: decode again
+                out[i] = np.load(self.array_path(digest, size, policy), allow_pickle=False)
+            except (OSError, ValueError, EOFError):  # absent, or torn by a killed writer
                 missing.setdefault(digest, []).append(i)
         if missing:
             firsts = [rows[0] for rows in missing.values()]
@@ -380,6 +446,9 @@ class ImageStore:
                         "loaded; run again."
                     )
                 out[missing[digest]] = array
+        self._save(bundle, out)
+        self._fresh.clear()
+        self._fresh_bytes = 0
         return out
 
     def _decode_and_save(self, job: tuple[str, tuple[int, int], str]) -> tuple[np.ndarray | None, str | None]:
@@ -389,13 +458,31 @@ class ImageStore:
             array = decode(data, size, policy)
         except UnreadableImage as exc:
             return None, str(exc)
-        target = self.array_path(content_hash(data), size, policy)
+        self._save_array(content_hash(data), size, policy, array)
+        return array, None
+
+    def _save_array(self, digest: str, size: tuple[int, int], policy: str, array: np.ndarray) -> None:
+        """Save one image's array, and keep it in memory (up to FRESH_BYTES) for the next ``pixels``."""
+        target = self.array_path(digest, size, policy)
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
+        # No temporary file and rename: the same content gives the same bytes, and a torn file
+        # (a killed run) fails to load and is decoded again.
+        with open(target, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+        with self._lock:
+            if self._fresh_bytes + array.nbytes <= FRESH_BYTES:
+                self._fresh[(digest, size, policy)] = array
+                self._fresh_bytes += array.nbytes
+
+    @staticmethod
+    def _save(target: Path, array: np.ndarray) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.stem}.{os.getpid()}-{threading.get_ident()}.tmp")
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, target)  # atomic: a reader sees the whole array or none
-        return array, None
+        os.replace(tmp, target)  # atomic: a reader sees the whole file or none
 
     # -- parallel map with a progress bar -------------------------------------------------------
 

@@ -87,12 +87,12 @@ def test_resize_policies(tmp_path):
 
 
 def test_pixel_limit_refuses_huge_images_but_jpeg_draft_decodes_them(tmp_path, monkeypatch):
-    write_image(tmp_path / "big.png", "big", "PNG", size=400)
-    write_image(tmp_path / "big.jpg", "big", "JPEG", size=400)
-    monkeypatch.setattr(images, "MAX_PIXELS", 20_000)
+    for fmt in ("PNG", "JPEG"):
+        Image.new("RGB", (2048, 2048), (90, 120, 30)).save(tmp_path / f"big.{fmt.lower()}", format=fmt)
+    monkeypatch.setattr(images, "MAX_PIXELS", 100_000)
     assert "too large" in probe_file(tmp_path / "big.png").reason
-    assert probe_file(tmp_path / "big.jpg").ok  # draft mode decodes it at 1/4 scale: 100×100 pixels
-    assert decode_file(tmp_path / "big.jpg", (8, 8)).shape == (8, 8, 3)
+    assert probe_file(tmp_path / "big.jpeg").ok  # draft mode decodes it at 1/8 scale: 256×256 pixels
+    assert decode_file(tmp_path / "big.jpeg", (8, 8)).shape == (8, 8, 3)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own bomb check, at open
     assert "too large" in probe_file(tmp_path / "big.png").reason
 
@@ -127,10 +127,37 @@ def test_store_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
         raise AssertionError("decoded again")
 
     monkeypatch.setattr(images, "decode", no_decoding)
-    monkeypatch.setattr(images, "probe_file", no_decoding)
+    monkeypatch.setattr(images, "probe_bytes", no_decoding)
     again = ImageStore(tmp_path / "cache")
     assert [p.hash for p in again.probe(paths)] == hashes  # unchanged files: answered by the index
-    assert np.array_equal(again.pixels(paths, hashes, (8, 8)), cold)
+    warm = again.pixels(paths, hashes, (8, 8))
+    assert np.array_equal(warm, cold)
+    assert isinstance(warm, np.memmap) and not warm.flags.writeable  # the stacked bundle, mapped read-only
+    again.bundle_path(hashes, (8, 8), "stretch").unlink()
+    assert np.array_equal(again.pixels(paths, hashes, (8, 8)), cold)  # from the per-image arrays
+
+
+def test_probe_with_a_size_decodes_each_file_once(tmp_path, monkeypatch):
+    paths = _images(tmp_path / "img", 4)
+    store = ImageStore(tmp_path / "cache", workers=2)
+    hashes = [p.hash for p in store.probe(paths, (8, 8))]
+    assert len(list((tmp_path / "cache" / "pixels").rglob("*.npy"))) == 4
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded twice")
+
+    monkeypatch.setattr(images, "decode", no_decoding)
+    assert store.pixels(paths, hashes, (8, 8)).shape == (4, 8, 8, 3)
+
+
+def test_one_pass_pixels_equal_a_separate_decode(tmp_path):
+    big = tmp_path / "big.jpg"
+    noise("big", size=40).resize((900, 700)).save(big, quality=90)
+    for size in ((32, 32), (300, 300)):
+        store = ImageStore(tmp_path / f"cache{size[0]}", workers=1)
+        probe = store.probe([str(big)], size)[0]
+        assert np.array_equal(store.pixels([str(big)], [probe.hash], size)[0], decode_file(big, size))
+        assert probe.phash == ImageStore(tmp_path / f"other{size[0]}").probe([str(big)])[0].phash
 
 
 def test_store_keys_by_size_and_policy(tmp_path):
