@@ -152,12 +152,14 @@ def audit(dataset: Dataset, cv: CVConfig, source: str, name: str | None = None) 
                     f"{what} across the layout's splits {item['splits']} (harness's folds keep them together; "
                     "a model trained on the given split would see it twice): " + " = ".join(item["files"])
                 )
-    report["folds"] = {"folds": cv.folds, "seed": cv.seed}
+    report["folds"] = {"scheme": cv.scheme, "folds": cv.folds, "seed": cv.seed}
     try:
         fold_data, notes = apply_small_class_policy(dataset, cv)
         problems += notes[len(dataset.notes):]  # the leakage notes are the sections above
         folds = make_folds(fold_data, cv)
         balance = folds.groupby(["label", "repeat_0"]).size().unstack(fill_value=0)
+        names = {0: "validation", 1: "train only"} if cv.scheme == "holdout" else {}
+        report["folds"]["columns"] = [names.get(int(f), f"fold {f}") for f in balance.columns]
         report["folds"]["per_class"] = {c: [int(v) for v in row] for c, row in balance.iterrows()}
         straddling = folds.groupby("group")["repeat_0"].nunique()
         report["folds"]["groups_split_across_folds"] = int((straddling > 1).sum())
@@ -216,11 +218,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         header = ["files", "classes", "across classes", *(["splits"] if splits else []), *(["bits"] if key == "near_duplicates" else [])]
         out += _md_table(header, rows)
     folds = r["folds"]
-    out += [f"## Fold balance ({folds['folds']} folds, seed {folds['seed']})", ""]
+    scheme = "holdout" if folds["scheme"] == "holdout" else f"{folds['folds']} folds"
+    out += [f"## Fold balance ({scheme}, seed {folds['seed']})", ""]
     if "error" in folds:
         out += [folds["error"], ""]
     else:
-        out += _md_table(["class", *[f"fold {i}" for i in range(folds["folds"])]], [[c, *v] for c, v in folds["per_class"].items()])
+        out += _md_table(["class", *folds["columns"]], [[c, *v] for c, v in folds["per_class"].items()])
         out += [f"Groups split across folds: {folds['groups_split_across_folds']}.", ""]
     return "\n".join(out)
 
@@ -245,7 +248,7 @@ def print_report(report: dict[str, Any], console: Console, limit: int = 10) -> N
     if "per_class" in r["folds"]:
         sizes = np.array(list(r["folds"]["per_class"].values()))
         console.print(
-            f"{r['folds']['folds']} folds: {sizes.sum(axis=0).tolist()} images per fold; per class the folds differ by "
+            f"{', '.join(r['folds']['columns'])}: {sizes.sum(axis=0).tolist()} images; per class these differ by "
             f"at most {int((sizes.max(axis=1) - sizes.min(axis=1)).max())} image(s); "
             f"groups split across folds: {r['folds']['groups_split_across_folds']}"
         )

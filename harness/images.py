@@ -467,22 +467,20 @@ class ImageStore:
         if target.parent not in self._folders:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(target.parent)
-        # No temporary file and rename: the same content gives the same bytes, and a torn file
-        # (a killed run) fails to load and is decoded again.
-        with open(target, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
+        self._save(target, array, mkdir=False)
         with self._lock:
             if self._fresh_bytes + array.nbytes <= FRESH_BYTES:
                 self._fresh[(digest, size, policy)] = array
                 self._fresh_bytes += array.nbytes
 
     @staticmethod
-    def _save(target: Path, array: np.ndarray) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def _save(target: Path, array: np.ndarray, mkdir: bool = True) -> None:
+        if mkdir:
+            target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.stem}.{os.getpid()}-{threading.get_ident()}.tmp")
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, target)  # atomic: a reader sees the whole file or none
+        os.replace(tmp, target)  # atomic: a reader (another worker process too) sees the whole file or none
 
     # -- parallel map with a progress bar -------------------------------------------------------
 

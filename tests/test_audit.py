@@ -92,6 +92,16 @@ def test_audit_of_a_study_file_uses_its_dataset_and_folds(tmp_path, capsys):
     assert report["folds"]["groups_split_across_folds"] == 0
 
 
+def test_audit_with_a_holdout_split(tmp_path, capsys):
+    layouts.class_folders(tmp_path / "data" / "set", {"a": 10, "b": 10})
+    study = tmp_path / "holdout.toml"
+    study.write_text('[dataset]\nname = "folder"\nroot = "set"\n[cv]\nscheme = "holdout"\n[[candidates]]\nmodel = "cnn5"\n')
+    code = main(["audit", str(study), "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "results")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "results" / "holdout" / "audit.json").read_text())
+    assert report["folds"]["columns"] == ["validation", "train only"]
+
+
 def test_audit_reports_classes_too_small_for_the_folds(tmp_path, capsys):
     layouts.class_folders(tmp_path / "tiny", {"a": 6, "b": 2})
     code = main(["audit", str(tmp_path / "tiny"), "--results", str(tmp_path / "results"), "--folds", "3"])
