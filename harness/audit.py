@@ -231,7 +231,8 @@ def to_markdown(report: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any], console: Console, limit: int = 10) -> None:
     """A short rich rendering: counts, problems and the first few of each finding."""
     r = report
-    table = Table(title=f"{r['dataset']}: {r['images']} images, {r['classes']} classes, {r['groups']} groups")
+    console.print(f"[bold]{escape(r['dataset'])}[/]: {r['images']} images, {r['classes']} classes, {r['groups']} groups")
+    table = Table()
     table.add_column("class")
     for s in r["splits"]:
         table.add_column(s, justify="right")
