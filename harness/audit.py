@@ -22,7 +22,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from harness.errors import HarnessError
-from harness.images import HASH_BITS, NEAR_DUPLICATES, hash_distances
+from harness.images import HASH_BITS, NEAR_DUPLICATES, near_pairs
 
 if TYPE_CHECKING:
     from harness.config import CVConfig
@@ -75,9 +75,8 @@ def find_leakage(table: pd.DataFrame, near_share: float = NEAR_DUPLICATES) -> Le
     bits = int(round(near_share * HASH_BITS)) if near_share > 0 else -1
     if bits >= 0 and "phash" in table.columns and n > 1:
         first = table.drop_duplicates("hash").index.to_numpy()  # exact copies are joined above
-        distances = hash_distances(table["phash"].iloc[first].tolist())
-        a, b = np.nonzero(np.triu(distances <= bits, k=1))
-        near = [(ids[first[i]], ids[first[j]], int(distances[i, j])) for i, j in zip(a, b)]
+        a, b, distance = near_pairs(table["phash"].iloc[first].tolist(), bits)
+        near = [(ids[first[i]], ids[first[j]], int(d)) for i, j, d in zip(a, b, distance)]
         edges.append((first[a], first[b]))
     groups = table["group"].astype(str)
     if edges:

@@ -42,7 +42,7 @@ DECODER_VERSION = 1
 DRAFT_SIDE = 256
 #: Arrays a probe decodes are also kept in memory, up to this many bytes, for the pixels() call
 #: that follows it, so a cold start does not read them back from disk.
-FRESH_BYTES = 2 << 30
+FRESH_BYTES = 1 << 30
 #: Transparent pixels are shown on white, as image viewers and web pages show them.
 ALPHA_BACKGROUND = (255, 255, 255)
 PAD_COLOUR = (0, 0, 0)
@@ -231,14 +231,38 @@ HASH_BITS = 381
 NEAR_DUPLICATES = 0.08
 
 
-def hash_distances(hashes: Sequence[str], others: Sequence[str] | None = None) -> np.ndarray:
-    """Hamming distances (in bits) between perceptual hashes: (len(hashes), len(others)) ints."""
-    a = np.array([np.frombuffer(bytes.fromhex(h), dtype=np.uint8) for h in hashes]).reshape(len(hashes), -1)
-    b = a if others is None else np.array([np.frombuffer(bytes.fromhex(h), dtype=np.uint8) for h in others]).reshape(len(others), -1)
-    out = np.empty((len(a), len(b)), dtype=np.int32)
-    for start in range(0, len(a), 256):  # chunks keep the (rows, n, bytes) xor small
-        out[start:start + 256] = np.bitwise_count(a[start:start + 256, None, :] ^ b[None, :, :]).sum(-1)
-    return out
+def _hash_words(hashes: Sequence[str]) -> np.ndarray:
+    """Perceptual hashes as rows of uint64 words (zero-padded), for fast XOR and bit counts."""
+    raw = [bytes.fromhex(h) for h in hashes]
+    width = -(-max((len(r) for r in raw), default=8) // 8) * 8
+    return np.frombuffer(b"".join(r.ljust(width, b"\0") for r in raw), dtype=np.uint64).reshape(len(raw), -1)
+
+
+def hash_distances(hashes: Sequence[str]) -> np.ndarray:
+    """Hamming distances (in bits) between every two perceptual hashes: a small (n, n) matrix."""
+    words = _hash_words(hashes)
+    return np.bitwise_count(words[:, None, :] ^ words[None, :, :]).sum(-1, dtype=np.int32)
+
+
+def near_pairs(hashes: Sequence[str], max_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) of perceptual hashes at most ``max_bits`` apart, and their distances.
+
+    Computed in blocks of rows, so memory stays small even for tens of thousands of images.
+    """
+    words = _hash_words(hashes)
+    n = len(words)
+    step = max(1, (1 << 24) // max(1, n * words.shape[1]))
+    found_i, found_j, found_d = [], [], []
+    for start in range(0, n, step):
+        block = np.bitwise_count(words[start:start + step, None, :] ^ words[None, :, :]).sum(-1, dtype=np.int32)
+        i, j = np.nonzero(block <= max_bits)
+        keep = j > i + start
+        found_i.append(i[keep] + start)
+        found_j.append(j[keep])
+        found_d.append(block[i[keep], j[keep]])
+    if not found_i:
+        return np.empty(0, int), np.empty(0, int), np.empty(0, np.int32)
+    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
 
 
 @dataclass(frozen=True)
