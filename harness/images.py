@@ -1,9 +1,10 @@
 """Images read by content, not by name, and decoded once into a uint8 cache.
 
-``probe`` reads a file once: its content hash, whether it decodes, its size and a perceptual hash.
-``decode`` turns the same bytes into a (height, width, 3) uint8 array under a resize policy.
-``ImageStore`` remembers both on disk (a SQLite index and one ``.npy`` file per content hash, size
-and policy), so every fold, trial, candidate and later run reads the cache instead of the JPEG.
+``probe_bytes`` decodes a file once: its content hash, whether it decodes, its size, a perceptual
+hash and (given a size) its pixels. ``decode`` turns bytes into a (height, width, 3) uint8 array
+under a resize policy. ``ImageStore`` remembers both on disk (a SQLite index, one ``.npy`` file per
+content hash, size and policy, and one stacked ``.npy`` per exact image list), so every fold, trial,
+candidate and later run reads the cache instead of the JPEG.
 """
 
 from __future__ import annotations
@@ -107,9 +108,7 @@ def open_image(data: bytes) -> Image.Image:
         raise UnreadableImage(_not_an_image(data)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"corrupt {_format_guess(data)}: {exc}") from None
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
-    return image
+    return image  # an animation opens at its first frame
 
 
 def _format_guess(data: bytes) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures import image_layouts as layouts
+from PIL import Image
 
 from harness.cli import main
 from harness.config import CVConfig, DatasetConfig, load_study
@@ -37,9 +38,8 @@ def load(plugins, name, data_root, cache, strict=False, **params):
 def test_folder_skips_broken_files_and_names_them(plugins, tmp_path):
     root = layouts.broken_folder(tmp_path / "data" / "broken")
     data = load(plugins, "folder", tmp_path / "data", tmp_path / "cache", root="broken")
-    expected = {n: e for n, e in layouts.ODD_FILES.items()}
     ids = set(data.table["id"])
-    for name, (_, outcome) in expected.items():
+    for name, (_, outcome) in layouts.ODD_FILES.items():
         if outcome == "ok":
             assert f"odd/{name}" in ids
         elif outcome == "ignored":
@@ -177,7 +177,7 @@ def test_conus_at_the_real_scale_from_the_thesis_file_list(plugins, tmp_path):
 
 
 @pytest.mark.parametrize("study", ["rocks", "minerals", "gems", "sports", "conus"])
-def test_study_file_validates_on_its_fixture_layout(study, tmp_path, monkeypatch, capsys):
+def test_study_file_validates_on_its_fixture_layout(study, tmp_path, capsys):
     layouts.all_layouts(tmp_path / "data")
     code = main(["validate", str(STUDIES / f"{study}.toml"), "--data-root", str(tmp_path / "data"), "--folds", "2"])
     assert code == 0, capsys.readouterr().err
@@ -210,10 +210,7 @@ def test_resize_policy_reaches_the_pixels(plugins, tmp_path):
     for label in ("a", "b"):
         for i in range(2):
             layouts.write_image(root / label / f"{i}.png", (label, i), "PNG", size=8)
-    wide = np.full((4, 16, 3), 255, dtype=np.uint8)
-    from PIL import Image
-
-    Image.fromarray(wide).save(root / "a" / "wide.png")
+    Image.fromarray(np.full((4, 16, 3), 255, dtype=np.uint8)).save(root / "a" / "wide.png")
     spec = plugins.datasets.get("folder")
     params = {k: v for k, v in spec.params.items() if v is not REQUIRED} | {"root": "set"}
     context = DatasetContext(tmp_path, tmp_path / "cache", 0)
