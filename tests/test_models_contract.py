@@ -1,0 +1,184 @@
+"""The model contract, for every registered model: a new plugin is tested by being registered.
+
+Each model builds with random weights at a small size, has the inputs it declares, outputs
+probabilities over the classes, takes a training step (with the core's freezing rule), and
+round-trips through save/load. The keras.applications rows share one build function, so a few
+representatives (one per preprocessing mode) take every step in each run; for the big rows the
+training step (seconds each on a CPU) and the save/load run with HARNESS_SLOW_TESTS=1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+
+import keras
+import numpy as np
+import pytest
+
+from harness import BuildContext, HarnessError
+from harness.config import TrainConfig
+from harness.plugins import get_plugins
+from harness.space import thaw
+from harness.specs import REQUIRED
+from harness.train import build_model, compile_model, prepare_model
+from harness_plugins.models.applications import APPLICATIONS
+
+SMALL = 32
+CLASSES = 3
+LOCATIONS = 4
+#: keras.applications rows whose save/load takes seconds each on a CPU; a representative of each
+#: preprocessing mode stays in the default run.
+ROUND_TRIP_SLOW = {row[0] for row in APPLICATIONS} - {"vgg19", "mobilenet", "densenet121", "efficientnetb0", "convnexttiny"}
+#: The big rows, whose one eager training step alone takes 3–20 s on a CPU.
+STEP_SLOW = {
+    "convnextsmall", "convnextbase", "convnextlarge", "convnextxlarge", "efficientnetb5", "efficientnetb6",
+    "efficientnetb7", "efficientnetv2s", "efficientnetv2m", "efficientnetv2l", "nasnetlarge", "nasnetmobile",
+    "inceptionresnetv2", "resnet101", "resnet152", "resnet101v2", "resnet152v2", "densenet169", "densenet201",
+}
+SLOW = bool(os.environ.get("HARNESS_SLOW_TESTS"))
+slow = pytest.mark.skipif(not SLOW, reason="slow on a CPU: HARNESS_SLOW_TESTS=1 runs it")
+
+PLUGINS = get_plugins()
+MODELS = PLUGINS.models.names()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras():
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+def context_for(name: str, size: int = SMALL) -> BuildContext:
+    spec = PLUGINS.models.get(name)
+    missing = [k for k, v in spec.params.items() if v is REQUIRED]
+    assert not missing, f"model '{name}' has required params {missing}: give them defaults so it can be tested"
+    return BuildContext(
+        num_classes=CLASSES,
+        image_size=(size, size),
+        params={k: thaw(v) for k, v in spec.params.items()},
+        extra_inputs={n: LOCATIONS for n in spec.inputs if n != "image"},
+        weights="none",
+    )
+
+
+_smallest: dict[str, int] = {}
+
+
+def at_smallest(name: str, build):
+    """``build(context)`` at SMALL px, or at the minimum the model's size check names."""
+    size = _smallest.get(name, SMALL)
+    try:
+        return context_for(name, size), build(context_for(name, size))
+    except HarnessError as exc:
+        found = re.search(r"at least (\d+)×(\d+)", str(exc))
+        if found is None or name in _smallest:
+            raise
+        _smallest[name] = int(found.group(1))
+        keras.backend.clear_session()
+        return context_for(name, _smallest[name]), build(context_for(name, _smallest[name]))
+
+
+def batch(name: str, context: BuildContext, n: int = 2):
+    spec = PLUGINS.models.get(name)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (n, *context.image_size, 3), dtype=np.uint8)
+    if tuple(spec.inputs) == ("image",):
+        return image
+    arrays = {"image": image}
+    for extra in spec.inputs[1:]:
+        arrays[extra] = np.eye(LOCATIONS, dtype="float32")[rng.integers(0, LOCATIONS, n)]
+    return arrays
+
+
+def test_every_study_backbone_is_registered():
+    for name in ("cnn4", "cnn5", "vgg16", "resnet50", "xception", "xception_location", "mobilenetv2"):
+        assert name in MODELS
+    assert {"densenet121", "efficientnetb1"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_contract(name):
+    """Builds, has its declared inputs, outputs probabilities; trains a step (big rows: see below)."""
+    spec = PLUGINS.models.get(name)
+    context, (model, base) = at_smallest(name, lambda c: prepare_model(spec, c, TrainConfig(weights="none")))
+
+    assert sorted(t.name for t in model.inputs) == sorted(spec.inputs)
+
+    x = batch(name, context)
+    probabilities = keras.ops.convert_to_numpy(model(x, training=False))
+    assert probabilities.shape == (2, CLASSES)
+    assert np.all(probabilities >= 0) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    if name not in STEP_SLOW:
+        one_training_step(model, base, x)
+
+
+@slow
+@pytest.mark.parametrize("name", sorted(STEP_SLOW))
+def test_big_application_trains_one_step(name):
+    spec = PLUGINS.models.get(name)
+    context, (model, base) = at_smallest(name, lambda c: prepare_model(spec, c, TrainConfig(weights="none")))
+    one_training_step(model, base, batch(name, context))
+
+
+def one_training_step(model, base, x) -> None:
+    if base is not None:  # the frozen phase: only the head learns
+        assert not any(w.trainable for w in base.weights)
+    before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert before, "nothing to train"
+    compile_model(model, "adam", 1e-2, run_eagerly=True)  # eager: one step costs less than tracing it
+    loss = model.train_on_batch(x, np.array([0, 1]))
+    assert np.isfinite(np.asarray(loss)).all()
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after)), "a training step changed no weight"
+
+
+ROUND_TRIP = [pytest.param(n, marks=slow) if n in ROUND_TRIP_SLOW else n for n in MODELS]
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP)
+def test_save_load_round_trip(name, tmp_path):
+    context, model = at_smallest(name, lambda c: build_model(PLUGINS.models.get(name), c))
+    x = batch(name, context)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_minimum_size_is_checked_with_a_clear_message():
+    with pytest.raises(HarnessError, match=r"model 'xception' needs images of at least 71×71 pixels, got 32×32"):
+        build_model(PLUGINS.models.get("xception"), context_for("xception", 32))
+
+
+def test_missing_imagenet_weights_name_the_file_and_the_cache(tmp_path, monkeypatch):
+    from keras.src.backend import config as keras_config
+    from keras.src.utils import file_utils
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    monkeypatch.setattr(keras_config, "keras_home", lambda: str(tmp_path / "keras-home"))
+    context = BuildContext(CLASSES, (71, 71), {"head": [8], "dropout": 0.0, "pooling": "avg"}, weights="imagenet")
+    with pytest.raises(HarnessError) as raised:
+        build_model(PLUGINS.models.get("xception"), context)
+    message = str(raised.value)
+    expected = tmp_path / "keras-home" / "models" / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert str(expected) in message
+    assert "https://" in message and 'weights = "none"' in message
+    assert message.count("\n") == 0
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(SMALL, SMALL, 3))
+    file = tmp_path / "vgg16-notop.weights.h5"
+    base.save_weights(file)
+    context = BuildContext(CLASSES, (SMALL, SMALL), {"head": [8], "dropout": 0.0, "pooling": "flatten"}, weights=str(file))
+    model = build_model(PLUGINS.models.get("vgg16"), context)
+    loaded = model.get_layer("backbone").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(base.get_weights(), loaded))
