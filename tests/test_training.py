@@ -1,0 +1,137 @@
+"""Training settings of the study file and how one fold trains: phases, weights, holdout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import HarnessError, ModelSpec, Samples
+from harness.config import FineTune, ReduceLR, TrainConfig, load_study
+from harness.data import Dataset
+from harness.folds import fold_indices, make_folds
+from harness.plugins import get_plugins
+from harness.train import balanced_class_weight, fit_fold
+
+from conftest import tiny_study_text
+
+CNN = "filters = [4, 4, 4, 4, 4]\ndense = [8]"
+
+
+def load(tmp_path, train: str = "", candidate: str = "", cv: str = "folds = 2", overrides=None):
+    text = tiny_study_text(extra=CNN + "\n" + candidate)
+    text = text.replace("[train]\n", "[train]\n" + train + "\n").replace("[cv]\nfolds = 2\n", "[cv]\n" + cv + "\n")
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return load_study(path, get_plugins(), overrides)
+
+
+def test_training_settings_parse_and_candidates_replace_them(tmp_path):
+    study = load(
+        tmp_path,
+        'label_smoothing = 0.1\nclass_weight = "balanced"\nreduce_lr = { patience = 2 }\n'
+        "fine_tune = { epochs = 3 }",
+        "fine_tune = { last = 4 }\nfreeze_base = true",
+    )
+    assert study.train.fine_tune == FineTune(epochs=3)
+    assert study.train.reduce_lr == ReduceLR(patience=2)
+    train = study.candidates[0].train
+    assert train.fine_tune == FineTune(epochs=10, learning_rate=1e-5, last=4)
+    assert train.label_smoothing == 0.1 and train.class_weight == "balanced" and train.total_epochs == 12
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ("fine_tuning = { last = 3 }", r"train\.fine_tuning: unknown key 'fine_tuning'\. Did you mean 'fine_tune'\?"),
+        ("fine_tune = { from_layer = 120, last = 3 }", r"train\.fine_tune: give from_layer or last, not both"),
+        ("fine_tune = { last = 3 }\nfreeze_base = false", r"train\.fine_tune: fine-tuning unfreezes a frozen backbone"),
+        ("fine_tune = { lr = 1e-5 }", r"train\.fine_tune\.lr: unknown key 'lr'"),
+        ("label_smoothing = 1.5", r"train\.label_smoothing: must be at least 0 and below 1"),
+        ('class_weight = "balance"', r"train\.class_weight: unknown value \"balance\"\. Did you mean 'balanced'\?"),
+        ("reduce_lr = { factor = 2.0 }", r"train\.reduce_lr\.factor: must be between 0 and 1"),
+        ('weights = "missing.h5"', r"train\.weights: weights file .*missing\.h5 not found"),
+    ],
+)
+def test_bad_training_settings_name_file_and_key(tmp_path, train, message):
+    with pytest.raises(HarnessError, match=r"study\.toml: " + message):
+        load(tmp_path, train)
+
+
+def test_weights_file_is_relative_to_the_study_and_the_environment_overrides_all(tmp_path, monkeypatch):
+    (tmp_path / "base.weights.h5").write_bytes(b"")
+    study = load(tmp_path, 'weights = "base.weights.h5"', 'weights = "imagenet"')
+    assert study.train.weights == str(tmp_path / "base.weights.h5")
+    assert study.candidates[0].train.weights == "imagenet"
+    imagenet_id = study.candidates[0].fingerprint(study)
+    monkeypatch.setenv("HARNESS_WEIGHTS", "none")
+    study = load(tmp_path, 'weights = "base.weights.h5"', 'weights = "imagenet"')
+    assert study.train.weights == "none" and study.candidates[0].train.weights == "none"
+    assert study.candidates[0].fingerprint(study) != imagenet_id  # random-weight results never mix with ImageNet ones
+    assert load(tmp_path, overrides={"weights": "imagenet"}).candidates[0].train.weights == "imagenet"
+
+
+def test_holdout_scheme_is_one_validation_split(tmp_path):
+    study = load(tmp_path, cv='scheme = "holdout"\nvalidation_fraction = 0.25')
+    assert study.cv.folds == 1
+    labels = np.repeat([0, 1, 2], 20)
+    table = pd.DataFrame({"id": [str(i) for i in range(60)], "label": labels.astype(str), "group": [str(i) for i in range(60)]})
+    dataset = Dataset("t", table, ["0", "1", "2"], labels, Samples(table))
+    folds = make_folds(dataset, study.cv)
+    train_idx, val_idx = fold_indices(folds, 0, 0)
+    assert len(val_idx) == 15 and len(train_idx) == 45
+    assert np.bincount(labels[val_idx]).tolist() == [5, 5, 5]
+    with pytest.raises(HarnessError, match=r"cv\.folds: does not apply"):
+        load(tmp_path, cv='scheme = "holdout"\nfolds = 5')
+    assert load(tmp_path, cv='scheme = "holdout"', overrides={"folds": 3}).cv.scheme == "kfold"
+
+
+def test_balanced_class_weights_follow_scikit_learn():
+    assert balanced_class_weight(np.array([0, 0, 0, 1])) == {0: 4 / 6, 1: 2.0}
+
+
+# A tiny backbone model: fine-tuning and freezing work on any model with a layer named "backbone".
+def _tiny_backbone(context):
+    import keras
+
+    from harness.backbones import classifier
+
+    base_in = keras.Input((*context.image_size, 3))
+    b = keras.layers.Conv2D(4, 3, name="conv_a")(base_in)
+    b = keras.layers.BatchNormalization(name="bn")(b)
+    b = keras.layers.Conv2D(4, 3, name="conv_b")(b)
+    base = keras.Model(base_in, b, name="backbone")
+    image = keras.Input((*context.image_size, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(base(keras.layers.Rescaling(1 / 255)(image), training=False))
+    return keras.Model(image, classifier(x, context.num_classes, [8], 0.0))
+
+
+TINY = ModelSpec("tiny_backbone", _tiny_backbone, image_size=(12, 12))
+
+
+def _dataset(n_per_class=(12, 6)) -> Dataset:
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(n_per_class)])
+    table = pd.DataFrame({"id": [str(i) for i in range(len(labels))], "label": labels.astype(str)})
+    table["group"] = table["id"]
+
+    def pixels(rows, size):
+        rng = np.random.default_rng(0)
+        base = labels[rows.index.to_numpy()][:, None, None, None] * 120
+        return np.clip(base + rng.integers(0, 60, (len(rows), *size, 3)), 0, 255).astype(np.uint8)
+
+    return Dataset("t", table, ["0", "1"], labels, Samples(table, pixels))
+
+
+def test_fine_tuning_continues_the_epoch_count_with_every_option_on():
+    dataset = _dataset()
+    train = TrainConfig(
+        epochs=2, batch_size=8, weights="none", label_smoothing=0.1, class_weight="balanced",
+        reduce_lr=ReduceLR(patience=1), fine_tune=FineTune(epochs=2, last=2),
+    )
+    seen = []
+    idx = np.arange(len(dataset.labels))
+    result = fit_fold(
+        TINY, dataset, (12, 12), {}, train, idx[::2], idx[1::2], seed=1, on_epoch=lambda epoch, logs: seen.append(epoch)
+    )
+    assert result.epochs_run == 4 and seen == [0, 1, 2, 3]
+    assert result.probabilities.shape == (9, 2) and np.allclose(result.probabilities.sum(axis=1), 1, atol=1e-5)
