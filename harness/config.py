@@ -281,7 +281,8 @@ _TOP = ("study", "dataset", "candidates", "cv", "train", "search", "metrics")
 
 
 def load_study(path: str | Path, plugins: Plugins, overrides: dict[str, Any] | None = None) -> Study:
-    """Read, validate and resolve a study file. ``overrides`` are the command line's quick settings."""
+    """Read, validate and resolve a study file. ``overrides`` are the command line's quick settings:
+    trials, folds, epochs, weights ("none" for random initialisation) and image_size (every candidate's)."""
     path = Path(path)
     raw = read_toml(path)
     c = _Checker(path)
@@ -577,14 +578,18 @@ def _candidate(
     c.keys(t, key, list(core) + list(TRAIN_KEYS) + list(spec.params))
     name = c.value(t, "name", key, str, model)
     image_size = c.size(t.get("image_size"), f"{key}.image_size") or dataset.image_size or tuple(spec.image_size)
+    if "image_size" in overrides:
+        image_size = c.size(overrides["image_size"], "image size override")
     params = {}
     for pname, default in spec.params.items():
         kind = _ANY if default is None or default is REQUIRED else _type_of(default)
         params[pname] = c.value(t, pname, key, kind, default)
     train_t = {k: t[k] for k in TRAIN_KEYS if k in t}
     cand_train = _train(c, train_t, key, train)
-    if "epochs" in overrides:
+    if "epochs" in overrides:  # a quick run: every phase at most that long
         cand_train.epochs = overrides["epochs"]
+        if cand_train.fine_tune is not None:
+            cand_train.fine_tune.epochs = min(cand_train.fine_tune.epochs, overrides["epochs"])
     if "weights" in overrides:
         cand_train.weights = overrides["weights"]
     own_space = _space(c, c.table(t.get("space", {}), f"{key}.space"), f"{key}.space")
