@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from harness.errors import HarnessError
@@ -19,6 +20,8 @@ from harness.specs import BuildContext
 
 #: The nested pretrained base of every backbone model is named so; the core's freezing rules find it.
 BACKBONE = "backbone"
+#: Seed of the initial weights of a backbone built with weights = "none".
+RANDOM_BASE_SEED = 0
 #: How each family wants its input (Keras's ``preprocess_input`` modes); "none": the base takes 0–255.
 PREPROCESSING = ("caffe", "tf", "torch", "none")
 POOLING = ("avg", "max", "flatten")
@@ -112,18 +115,23 @@ def pretrained_base(application: Any, context: BuildContext, model: str, minimum
     ``application`` is a ``keras.applications`` constructor; ``minimum`` its smallest image side.
     """
     check_size(model, context.image_size, minimum)
+    weights = weights_argument(context.weights)
+    if weights is None:
+        # Random weights are drawn the same way in every fold and trial (seed RANDOM_BASE_SEED),
+        # as ImageNet weights would be the same: a frozen random base then has one set of
+        # cached features. The head still gets the fold's own seed, drawn first.
+        head_seed = int(np.random.randint(2**31 - 1))
+        keras.utils.set_random_seed(RANDOM_BASE_SEED)
     try:
-        base = application(
-            include_top=False,
-            weights=weights_argument(context.weights),
-            input_shape=(*context.image_size, 3),
-            **kwargs,
-        )
+        base = application(include_top=False, weights=weights, input_shape=(*context.image_size, 3), **kwargs)
     except Exception as exc:
         error = missing_weights_error(model, exc)
         if error is None:
             raise
         raise error from None
+    finally:
+        if weights is None:
+            keras.utils.set_random_seed(head_seed)
     base.name = BACKBONE
     return base
 

@@ -21,6 +21,7 @@ from harness.specs import REQUIRED
 #: Training settings a search space may tune (a candidate may fix any [train] setting).
 TRAIN_PARAMS = ("epochs", "batch_size", "optimizer", "learning_rate", "label_smoothing")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CLASS_WEIGHTS = ("none", "balanced")
 #: Overrides every candidate's weights for a run, e.g. HARNESS_WEIGHTS=none for random initialisation.
 WEIGHTS_ENV = "HARNESS_WEIGHTS"
@@ -80,6 +81,14 @@ class TrainConfig:
     freeze_base: bool = True
     fine_tune: FineTune | None = None
     augment: Augment | None = None
+    #: Train a frozen backbone's head on cached pooled features (see harness.features).
+    feature_cache: bool = True
+    #: Augmented views precomputed per training image for the cached phase (0: none).
+    views: int = 0
+    #: "float32", or "mixed_bfloat16" / "mixed_float16" (the softmax stays float32).
+    precision: str = "float32"
+    #: XLA compilation: "auto" (where the backend supports it), true or false.
+    jit_compile: bool | str = "auto"
 
     @property
     def total_epochs(self) -> int:
@@ -410,6 +419,12 @@ def _train(c: _Checker, t: dict[str, Any], key: str, base: TrainConfig) -> Train
     if "weights" in t:
         train.weights = _weights(c, c.value(t, "weights", key, str), f"{key}.weights", c.path.parent)
     train.freeze_base = c.value(t, "freeze_base", key, bool, base.freeze_base)
+    train.feature_cache = c.value(t, "feature_cache", key, bool, base.feature_cache)
+    train.views = c.positive(c.value(t, "views", key, int, base.views), f"{key}.views", 0)
+    train.precision = c.choice(c.value(t, "precision", key, str, base.precision), f"{key}.precision", PRECISIONS)
+    train.jit_compile = c.value(t, "jit_compile", key, (bool, str), base.jit_compile)
+    if train.jit_compile not in (True, False, "auto"):
+        raise c.fail(f"{key}.jit_compile", f'expected true, false or "auto", got {_show(train.jit_compile)}.')
     if "early_stopping" in t:
         train.early_stopping = _optional(c, t["early_stopping"], f"{key}.early_stopping", _early_stopping)
     if "reduce_lr" in t:

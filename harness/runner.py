@@ -13,6 +13,7 @@ from rich.console import Console
 
 from harness.config import Study
 from harness.data import Dataset, apply_small_class_policy, load_dataset
+from harness.features import FeatureCache
 from harness.folds import make_folds, save_or_check_folds
 from harness.leaderboard import build_leaderboard, print_leaderboard, write_leaderboard
 from harness.plugins import Plugins
@@ -63,7 +64,7 @@ def _start(study: Study, plugins: Plugins, results_root: Path, data_root: Path, 
         console.print(f"[yellow]warning:[/] {note}")
     folds = make_folds(dataset, study.cv)
     save_or_check_folds(folds, results_dir)
-    return RunInfo(study, results_dir, dataset, folds, notes)
+    return RunInfo(study, results_dir, dataset, folds, notes, FeatureCache(default_cache_dir()))
 
 
 def run_study(

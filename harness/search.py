@@ -25,6 +25,7 @@ from harness.evaluate import fold_metrics
 from harness.folds import fold_indices
 from harness.plugins import Plugins
 from harness.records import FoldRecord, RecordStore
+from harness.features import FeatureCache
 from harness.train import fit_fold
 
 RUN_FILE = "run.json"
@@ -41,6 +42,8 @@ class RunInfo:
     dataset: Dataset
     folds: Any
     notes: list[str] = field(default_factory=list)
+    #: Pooled backbone features shared by every fold, trial and candidate of the run.
+    features: FeatureCache | None = None
 
 
 @dataclass
@@ -326,7 +329,7 @@ def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, re
     progress.bars.update(progress.epochs, total=train.epochs, completed=0)
     result = fit_fold(
         spec, dataset, candidate.image_size, params, train, train_idx, val_idx,
-        seed=fold_seed(study.seed, cid, repeat, fold),
+        seed=fold_seed(study.seed, cid, repeat, fold), cache=run.features,
         on_epoch=lambda epoch, logs: progress.bars.update(progress.epochs, completed=epoch + 1),
     )
     metrics = fold_metrics(dataset.labels[val_idx], result.probabilities, study.metrics.top_k, extra_metrics)

@@ -9,9 +9,11 @@ the training fold held out for that purpose; the scored fold never steers traini
 
 from __future__ import annotations
 
+import gc
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
@@ -20,6 +22,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from harness.config import TrainConfig
 from harness.data import Dataset
 from harness.errors import HarnessError
+from harness.features import FeatureCache, backbone_key, split_model
 from harness.specs import BuildContext, ModelSpec
 
 
@@ -103,15 +106,15 @@ def build_model(spec: ModelSpec, context: BuildContext):
     return model
 
 
-def prepare_model(spec: ModelSpec, context: BuildContext, train: TrainConfig):
-    """Build the model, add the study's augmentation and apply the phase-one freezing rule.
-
-    Returns the model and its backbone (None for models trained from scratch).
+def prepare_model(spec: ModelSpec, context: BuildContext, train: TrainConfig, augment: bool = True):
+    """Build the model, add the study's augmentation (unless ``augment`` is false) and apply the
+    phase-one freezing rule. Returns the model and its backbone (None for models trained from scratch).
     """
-    from harness.augment import with_augmentation
     from harness.backbones import find_backbone, set_base_trainable
 
-    model = with_augmentation(build_model(spec, context), train.augment)
+    model = build_model(spec, context)
+    if augment:
+        model = _augmented(model, train)
     base = find_backbone(model)
     if base is None and train.fine_tune is not None:
         raise HarnessError(
@@ -154,6 +157,12 @@ def _callbacks(train: TrainConfig, on_epoch: Callable[[int, dict], None] | None)
     return callbacks
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An accelerator out-of-memory error, whatever the backend calls it."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(m in text for m in ("RESOURCE_EXHAUSTED", "ResourceExhausted", "OutOfMemory", "out of memory"))
+
+
 def fit_fold(
     spec: ModelSpec,
     dataset: Dataset,
@@ -164,8 +173,37 @@ def fit_fold(
     val_idx: np.ndarray,
     seed: int,
     on_epoch: Callable[[int, dict], None] | None = None,
+    cache: FeatureCache | None = None,
 ) -> FoldResult:
-    """Build, fit on ``train_idx`` (one or two phases) and predict ``val_idx``."""
+    """Build, fit on ``train_idx`` (one or two phases) and predict ``val_idx``.
+
+    Runs under the study's precision policy; out of accelerator memory, it retries the fold with
+    half the batch size, down to 1.
+    """
+    keras = _keras()
+    batch_size = train.batch_size
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(train.precision)
+    try:
+        while True:
+            try:
+                return _fit_fold(
+                    spec, dataset, image_size, params, replace(train, batch_size=batch_size),
+                    train_idx, val_idx, seed, on_epoch, cache,
+                )
+            except Exception as exc:
+                if not is_out_of_memory(exc) or batch_size == 1:
+                    raise
+                batch_size //= 2
+                warnings.warn(f"out of accelerator memory: retrying the fold with batch size {batch_size}")
+            finally:
+                keras.backend.clear_session()  # release device memory between folds and trials
+                gc.collect()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache) -> FoldResult:
     keras = _keras()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -177,29 +215,46 @@ def fit_fold(
         extra_inputs=extra_input_widths(spec, dataset),
         weights=train.weights,
     )
-    model, base = prepare_model(spec, context, train)
     smoothing = train.label_smoothing
-
-    fit_idx, validation_data = train_idx, None
+    fit_idx, stop_idx = train_idx, None
     if train.early_stopping is not None or train.reduce_lr is not None:
         fraction = train.early_stopping.validation_fraction if train.early_stopping else 0.1
         fit_pos, stop_pos = inner_split(dataset.labels[train_idx], dataset.groups[train_idx], fraction, seed)
         fit_idx, stop_idx = train_idx[fit_pos], train_idx[stop_pos]
-        validation_data = (
-            model_inputs(spec, dataset, image_size, stop_idx),
-            targets(dataset.labels[stop_idx], num_classes, smoothing),
-        )
-    x = model_inputs(spec, dataset, image_size, fit_idx)
-    y = targets(dataset.labels[fit_idx], num_classes, smoothing)
     class_weight = balanced_class_weight(dataset.labels[fit_idx]) if train.class_weight == "balanced" else None
-    fit_args = dict(
-        x=x, y=y, validation_data=validation_data, batch_size=train.batch_size,
-        class_weight=class_weight, shuffle=True, verbose=0,
-    )
 
+    def fit_args(index_inputs):
+        validation = None
+        if stop_idx is not None:
+            validation = (index_inputs(stop_idx), targets(dataset.labels[stop_idx], num_classes, smoothing))
+        return dict(
+            x=index_inputs(fit_idx), y=targets(dataset.labels[fit_idx], num_classes, smoothing),
+            validation_data=validation, batch_size=train.batch_size, class_weight=class_weight,
+            shuffle=True, verbose=0,
+        )
+
+    def image_inputs(index):
+        return model_inputs(spec, dataset, image_size, index)
+
+    model, base = prepare_model(spec, context, train, augment=False)
+    cached = _cached_phase_possible(cache, train, base) and split_model(model)
     started = time.perf_counter()
-    compile_model(model, train.optimizer, train.learning_rate, smoothing)
-    history = model.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **fit_args)
+    if cached:
+        extractor, head = cached
+        head_inputs, head_train = _cached_features(
+            cache, extractor, head, spec, dataset, image_size, train, fit_idx, seed
+        )
+        keras.utils.set_random_seed(seed)  # the same shuffles whether features were computed or loaded
+        compile_model(head, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
+        args = fit_args(head_inputs)
+        if head_train is not None:  # augmented views: a new view of every image each epoch
+            args = dict(x=head_train(class_weight, args["y"]), validation_data=args["validation_data"], verbose=0)
+        history = head.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **args)
+        model = _augmented(model, train)
+    else:
+        model = _augmented(model, train)
+        compile_model(model, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
+        history = model.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **fit_args(image_inputs))
     epochs_run = len(history.epoch)
     if train.fine_tune is not None:
         ft = train.fine_tune
@@ -207,15 +262,100 @@ def fit_fold(
 
         set_base_trainable(base, True, from_layer=ft.from_layer, last=ft.last)
         # Recompiling makes the new trainable set take effect; the phase goes on from where phase one stopped.
-        compile_model(model, train.optimizer, ft.learning_rate, smoothing)
+        compile_model(model, train.optimizer, ft.learning_rate, smoothing, jit_compile=train.jit_compile)
         history = model.fit(
-            initial_epoch=epochs_run, epochs=epochs_run + ft.epochs, callbacks=_callbacks(train, on_epoch), **fit_args
+            initial_epoch=epochs_run, epochs=epochs_run + ft.epochs, callbacks=_callbacks(train, on_epoch),
+            **fit_args(image_inputs),
         )
         epochs_run += len(history.epoch)
     fit_seconds = time.perf_counter() - started
-    probabilities = model.predict(
-        model_inputs(spec, dataset, image_size, val_idx), batch_size=train.batch_size, verbose=0
-    )
-    del model
-    keras.backend.clear_session()
+    if cached and train.fine_tune is None:
+        probabilities = head.predict(head_inputs(val_idx), batch_size=train.batch_size, verbose=0)
+    else:
+        probabilities = model.predict(image_inputs(val_idx), batch_size=train.batch_size, verbose=0)
     return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run)
+
+
+def _augmented(model, train: TrainConfig):
+    from harness.augment import with_augmentation
+
+    return with_augmentation(model, train.augment)
+
+
+def _cached_phase_possible(cache: FeatureCache | None, train: TrainConfig, base) -> bool:
+    """A frozen first phase on a backbone, with no augmentation or with precomputed views."""
+    augmenting = train.augment is not None and train.augment.active()
+    return (
+        cache is not None and train.feature_cache and base is not None and train.freeze_base
+        and (not augmenting or train.views > 0)
+    )
+
+
+def _cached_features(cache, extractor, head, spec, dataset, image_size, train, fit_idx, seed):
+    """``(inputs(index), training_sequence | None)`` for the head, from cached features.
+
+    ``inputs(index)`` gives the head's inputs (un-augmented features [+ one-hot extras]) for any
+    rows; with ``train.views`` > 0, the training sequence serves augmented views instead.
+    """
+    images = dataset.images(image_size)
+    ids = cache.ids(images)
+    key = backbone_key(extractor, image_size)
+    features = cache.features(extractor, key, images, ids, batch_size=max(train.batch_size, 32))
+    extras = [dataset.one_hot(t.name.split(":")[0]) for t in head.inputs[1:]]
+
+    def inputs(index):
+        return [features[index], *(e[index] for e in extras)] if extras else features[index]
+
+    if train.views == 0:
+        return inputs, None
+    from harness.augment import augmentation_layers
+
+    def make_augmenter():
+        keras = _keras()
+        return keras.Sequential(augmentation_layers(train.augment))
+
+    views = [
+        cache.features(extractor, key, images[fit_idx], [ids[i] for i in fit_idx], view, make_augmenter)
+        for view in range(1, train.views + 1)
+    ]
+
+    def sequence(class_weight, y):
+        return ViewSequence(views, [e[fit_idx] for e in extras], y, train.batch_size, seed, class_weight,
+                            dataset.labels[fit_idx])
+
+    return inputs, sequence
+
+
+class ViewSequence:
+    """Batches of augmented-view features: epoch e serves view e mod V, shuffled with the seed."""
+
+    def __new__(cls, *args, **kwargs):
+        keras = _keras()
+
+        class _Sequence(keras.utils.PyDataset):
+            def __init__(self, views, extras, y, batch_size, seed, class_weight, labels):
+                super().__init__()
+                self.views, self.extras, self.y, self.batch_size = views, extras, y, batch_size
+                self.rng = np.random.default_rng(seed)
+                self.weights = (
+                    np.array([class_weight[int(c)] for c in labels], dtype="float32") if class_weight else None
+                )
+                self.epoch = 0
+                self.order = self.rng.permutation(len(y))
+
+            def __len__(self):
+                return -(-len(self.y) // self.batch_size)
+
+            def __getitem__(self, i):
+                rows = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+                feats = self.views[self.epoch % len(self.views)][rows]
+                x = [feats, *(e[rows] for e in self.extras)] if self.extras else feats
+                if self.weights is None:
+                    return x, self.y[rows]
+                return x, self.y[rows], self.weights[rows]
+
+            def on_epoch_end(self):
+                self.epoch += 1
+                self.order = self.rng.permutation(len(self.y))
+
+        return _Sequence(*args, **kwargs)

@@ -1,0 +1,132 @@
+"""The frozen-backbone feature cache: same predictions as end to end, computed once, reused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.augment import Augment
+from harness.config import DatasetConfig, FineTune, TrainConfig
+from harness.data import load_dataset
+from harness.features import FeatureCache, backbone_key, split_model
+from harness.plugins import get_plugins
+from harness.specs import BuildContext, DatasetContext
+from harness.train import fit_fold
+
+SIZE = (32, 32)
+PARAMS = {"head": [16], "dropout": 0.0, "pooling": "avg"}
+
+
+@pytest.fixture(scope="module")
+def plugins():
+    return get_plugins()
+
+
+def _dataset(plugins, tmp_path: Path, locations: int = 0):
+    params = {"classes": 3, "images_per_class": 10, "views": 1, "locations": locations, "noise": 0.08, "seed": 0}
+    config = DatasetConfig("synthetic", SIZE, params)
+    return load_dataset(config, plugins, DatasetContext(tmp_path, tmp_path / "cache", 0))
+
+
+def _split(n: int):
+    order = np.random.default_rng(0).permutation(n)
+    return np.sort(order[: n * 2 // 3]), np.sort(order[n * 2 // 3 :])
+
+
+def _fit(plugins, dataset, train, cache, model="mobilenetv2", params=PARAMS, seed=3):
+    train_idx, val_idx = _split(len(dataset.labels))
+    return fit_fold(plugins.models.get(model), dataset, SIZE, dict(params), train, train_idx, val_idx, seed, cache=cache)
+
+
+def test_cached_head_training_matches_end_to_end_frozen_training(plugins, tmp_path):
+    dataset = _dataset(plugins, tmp_path)
+    # One batch per epoch: the two paths then see the same batches, whatever their shuffling.
+    train = TrainConfig(epochs=3, batch_size=64, weights="none", learning_rate=1e-2)
+    # VGG16 has no BatchNormalization: its random features still tell the images apart.
+    params = {"head": [16], "dropout": 0.0, "pooling": "avg"}
+    end_to_end = _fit(plugins, dataset, train, cache=None, model="vgg16", params=params)
+    cache = FeatureCache(tmp_path / "cache")
+    cached = _fit(plugins, dataset, train, cache=cache, model="vgg16", params=params)
+    assert cache.computed == len(dataset.labels)
+    np.testing.assert_allclose(cached.probabilities, end_to_end.probabilities, atol=1e-4)
+    assert not np.allclose(cached.probabilities, cached.probabilities.mean(axis=0))  # it did learn something
+
+
+def test_features_are_computed_once_and_reused_across_trials_and_processes(plugins, tmp_path):
+    dataset = _dataset(plugins, tmp_path)
+    train = TrainConfig(epochs=1, batch_size=8, weights="none")
+    cache = FeatureCache(tmp_path / "cache")
+    _fit(plugins, dataset, train, cache, seed=1)
+    _fit(plugins, dataset, train, cache, params={**PARAMS, "head": [8]}, seed=2)  # another configuration
+    assert cache.computed == len(dataset.labels) and cache.loaded == 0
+    again = FeatureCache(tmp_path / "cache")  # a later run: read from disk
+    _fit(plugins, dataset, train, again, seed=4)
+    assert again.computed == 0 and again.loaded == len(dataset.labels)
+
+
+def test_cache_turned_off_or_not_frozen_trains_end_to_end(plugins, tmp_path):
+    dataset = _dataset(plugins, tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    _fit(plugins, dataset, TrainConfig(epochs=1, batch_size=8, weights="none", feature_cache=False), cache)
+    _fit(plugins, dataset, TrainConfig(epochs=1, batch_size=8, weights="none", freeze_base=False), cache)
+    _fit(plugins, dataset, TrainConfig(epochs=1, batch_size=8, weights="none", augment=Augment(flip="horizontal")), cache)
+    assert cache.computed == 0
+
+
+def test_augmented_views_are_cached_per_view_and_give_the_same_result_warm(plugins, tmp_path):
+    dataset = _dataset(plugins, tmp_path)
+    train = TrainConfig(epochs=2, batch_size=8, weights="none", augment=Augment(flip="horizontal", rotation=0.1), views=2)
+    cold_cache = FeatureCache(tmp_path / "cache")
+    cold = _fit(plugins, dataset, train, cold_cache)
+    n_train = len(_split(len(dataset.labels))[0])
+    assert cold_cache.computed == len(dataset.labels) + 2 * n_train
+    assert len(list((tmp_path / "cache" / "features").glob("*/2/*.npy"))) == n_train
+    warm_cache = FeatureCache(tmp_path / "cache")
+    warm = _fit(plugins, dataset, train, warm_cache)
+    assert warm_cache.computed == 0
+    np.testing.assert_allclose(warm.probabilities, cold.probabilities, atol=1e-6)
+
+
+def test_fine_tuning_continues_end_to_end_after_a_cached_head_phase(plugins, tmp_path):
+    dataset = _dataset(plugins, tmp_path)
+    train = TrainConfig(epochs=1, batch_size=8, weights="none", fine_tune=FineTune(epochs=1, last=3))
+    cache = FeatureCache(tmp_path / "cache")
+    result = _fit(plugins, dataset, train, cache)
+    assert cache.computed == len(dataset.labels) and result.epochs_run == 2
+
+
+def test_location_input_joins_cached_features(plugins, tmp_path):
+    dataset = _dataset(plugins, tmp_path, locations=3)
+    params = {"head": [8], "dropout": 0.0, "pooling": "avg"}
+    train = TrainConfig(epochs=1, batch_size=8, weights="none")
+    size = (71, 71)
+    train_idx, val_idx = _split(len(dataset.labels))
+    spec = plugins.models.get("xception_location")
+    cache = FeatureCache(tmp_path / "cache")
+    result = fit_fold(spec, dataset, size, params, train, train_idx, val_idx, 0, cache=cache)
+    assert result.probabilities.shape == (len(val_idx), 3) and cache.computed == len(dataset.labels)
+
+
+def test_backbone_key_tracks_weights_and_size(plugins):
+    spec = plugins.models.get("mobilenetv2")
+
+    def key(size, scale=1.0):
+        model = spec.build(BuildContext(3, size, dict(PARAMS), weights="none"))
+        extractor, _ = split_model(model)
+        if scale != 1.0:
+            w = extractor.weights[-1]
+            w.assign(np.asarray(w) * scale)
+        return backbone_key(extractor, size)
+
+    assert key(SIZE) == key(SIZE)  # random weights are drawn the same way every time
+    assert key(SIZE) != key((48, 48))
+    assert key(SIZE) != key(SIZE, scale=2.0)
+
+
+def test_models_without_a_pool_layer_are_not_split(plugins):
+    model = plugins.models.get("cnn5").build(
+        BuildContext(3, SIZE, {"filters": [4] * 5, "dense": [8], "dropout": 0.0, "bn_momentum": 0.9})
+    )
+    assert split_model(model) is None
