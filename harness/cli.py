@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
+    previous_handler = _stop_gracefully_on_ctrl_c(err)
     try:
         return _dispatch(args, err)
     except HarnessError as exc:
@@ -85,6 +87,30 @@ def main(argv: list[str] | None = None) -> int:
         err.print_exception()
         err.print("[bold red]internal error[/] (a bug in harness or a plugin; please report it with the traceback above)")
         return EXIT_INTERNAL
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+
+
+def _stop_gracefully_on_ctrl_c(err: Console):
+    """First Ctrl-C: finish the current epoch, keep every finished fold, exit 130. Second: stop now.
+
+    (An interrupt raised at an arbitrary point can land in a backend's own callback and be lost.)
+    """
+    from harness.search import STOP_REQUESTED
+
+    STOP_REQUESTED.clear()
+
+    def handler(signum, frame):
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
+        STOP_REQUESTED.set()
+        err.print("[yellow]stopping at the end of this epoch[/] (Ctrl-C again to stop at once)")
+
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave interrupts as they are
+        return None
 
 
 def _dispatch(args: argparse.Namespace, err: Console) -> int:

@@ -18,7 +18,7 @@ from harness.folds import make_folds, save_or_check_folds
 from harness.leaderboard import build_leaderboard, print_leaderboard, write_leaderboard
 from harness.plugins import Plugins
 from harness.errors import HarnessError
-from harness.search import RunInfo, open_storage, run_search, write_run_file
+from harness.search import STOP_REQUESTED, RunInfo, open_storage, run_search, write_run_file
 from harness.specs import DatasetContext
 
 DATA_ROOT_ENV = "HARNESS_DATA_ROOT"
@@ -148,6 +148,8 @@ def _run_workers(workers: int, command: list[str], console: Console) -> None:
         for p in procs:
             p.wait()
         raise
+    if STOP_REQUESTED.is_set():
+        raise KeyboardInterrupt
     failed = [(i, c) for i, c in enumerate(codes) if c != 0]
     if failed and len(failed) == len(procs):
         raise HarnessError(

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from harness.features import FeatureCache
 from harness.train import fit_fold
 
 RUN_FILE = "run.json"
+#: Set by a first Ctrl-C (see harness.cli): the run stops at the next epoch end, keeping finished folds.
+STOP_REQUESTED = threading.Event()
 INTERRUPTED, RETRY_OF, OWNER = "interrupted", "retry_of", "owner"
 SQLITE_FILE, JOURNAL_FILE = "optuna.db", "optuna.journal"
 
@@ -319,18 +322,24 @@ def _retry_cut_off(optuna_study: optuna.Study) -> None:
             optuna_study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
 
 
+def stop_if_requested() -> None:
+    if STOP_REQUESTED.is_set():
+        raise KeyboardInterrupt
+
+
 def _finished(optuna_study: optuna.Study) -> int:
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in optuna_study.get_trials(deepcopy=False))
 
 
 def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics, progress):
     study, dataset = run.study, run.dataset
+    stop_if_requested()
     train_idx, val_idx = fold_indices(run.folds, repeat, fold)
-    progress.bars.update(progress.epochs, total=train.epochs, completed=0)
+    progress.bars.update(progress.epochs, total=train.total_epochs, completed=0)
     result = fit_fold(
         spec, dataset, candidate.image_size, params, train, train_idx, val_idx,
         seed=fold_seed(study.seed, cid, repeat, fold), cache=run.features,
-        on_epoch=lambda epoch, logs: progress.bars.update(progress.epochs, completed=epoch + 1),
+        on_epoch=lambda epoch, logs: (progress.bars.update(progress.epochs, completed=epoch + 1), stop_if_requested()),
     )
     metrics = fold_metrics(dataset.labels[val_idx], result.probabilities, study.metrics.top_k, extra_metrics)
     return FoldRecord(
