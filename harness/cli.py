@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=_positive, help="training epochs (overrides train.epochs)")
     run.add_argument("--results", type=Path, default=Path("results"), help="results root; the study writes to RESULTS/<study name> (default: results)")
     run.add_argument("--data-root", type=Path, default=None, help="folder that dataset roots are relative to (default: $HARNESS_DATA_ROOT or .)")
+    run.add_argument("--weights", help='"imagenet", "none" or a weights file for every candidate (also $HARNESS_WEIGHTS)')
+    run.add_argument("--image-size", type=_positive, help="square image side for every candidate, e.g. 64 for a quick check")
     run.add_argument("--workers", type=_positive, default=1, help="worker processes sharing the search (one GPU each when there are several)")
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("study", type=Path)
     validate.add_argument("--data-root", type=Path, default=None)
     validate.add_argument("--folds", type=_positive)
+    validate.add_argument("--weights")
+    validate.add_argument("--image-size", type=_positive)
 
     audit = sub.add_parser("audit", help="report a dataset's duplicates, copies, unreadable files and fold balance")
     audit.add_argument("target", type=Path, help="a study file (TOML), or a folder with one subfolder per class")
@@ -136,7 +140,11 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         audit_target(args.target, plugins, args.data_root or default_data_root(), args.results, Console(), args.folds, args.near)
         return EXIT_OK
 
-    overrides = {k: getattr(args, k) for k in ("trials", "folds", "epochs") if getattr(args, k, None) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("trials", "folds", "epochs", "weights", "image_size")
+        if getattr(args, k, None) is not None
+    }
     study = load_study(args.study, plugins, overrides)
     data_root = args.data_root or default_data_root()
     if args.command == "validate":
@@ -149,7 +157,7 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
         return EXIT_OK
     worker_command = [sys.executable, "-m", "harness", "run", str(args.study), "--results", str(args.results)]
     worker_command += ["--data-root", str(data_root)]
-    worker_command += [a for k, v in overrides.items() for a in (f"--{k}", str(v))]
+    worker_command += [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     run_study(study, plugins, args.results, data_root, err, args.workers, [*worker_command, "--worker-index"])
     return EXIT_OK
 
