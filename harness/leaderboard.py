@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import HarnessError
@@ -80,13 +81,13 @@ def _cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and text cells: 'mean ± std' per metric, the rest as is."""
     # top-1 accuracy is accuracy: shown once on screen, kept in the CSV
     metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean") and c != "top_1_accuracy_mean"]
-    headers = ["rank", "candidate", "model", *(_short_name(m) for m in metrics), "trials", "fit s/fold", "best parameters"]
+    headers = ["#", "candidate", "model", *(_short_name(m) for m in metrics), "trials", "s/fold", "best parameters"]
     rows = []
     for _, r in table.iterrows():
         cells = [str(r["rank"]), str(r["candidate"]), str(r["model"])]
         for m in metrics:
             mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
-            cells.append("—" if pd.isna(mean) else f"{mean:.3f} ± {std:.3f}")
+            cells.append("—" if pd.isna(mean) else f"{mean:.3f}±{std:.3f}")
         cells.append(f"{int(r['complete'])}/{int(r['trials'])}")
         fit = r.get("fit_seconds")
         cells.append("—" if fit is None or pd.isna(fit) else f"{fit:.1f}")
@@ -115,10 +116,20 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def print_leaderboard(table: pd.DataFrame, console: Console, title: str = "Leaderboard") -> None:
+    """The table with metric columns kept whole; each candidate's best parameters listed below it."""
     headers, rows = _cells(table)
-    rich_table = Table(title=title, caption="mean ± std over folds, best configuration per candidate; trials: complete/run")
-    for h in headers:
-        rich_table.add_column(h, overflow="fold", no_wrap=h != "best parameters")
-    for row in rows:
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # a log file has no width: keep the rows whole
+    rich_table = Table(title=title, caption="mean ± std over folds of each candidate's best configuration")
+    narrow = console.width < 110  # mean above spread, so a terminal of 80 columns shows every column
+    keep = [i for i, h in enumerate(headers[:-1]) if not (narrow and h == "s/fold")]
+    headers = [headers[i] for i in keep]
+    shown = [[row[i].replace("±", "\n±") if narrow else row[i] for i in keep] for row in rows]
+    for i, h in enumerate(headers):
+        longest = max([len(h)] + [len(line) for row in shown for line in row[i].splitlines()])
+        rich_table.add_column(h, overflow="fold", min_width=min(longest, 12))
+    for row in shown:
         rich_table.add_row(*row)
     console.print(rich_table)
+    for row in rows:
+        console.print(f"  {row[1]}: {escape(row[-1])}", soft_wrap=True, highlight=False)
