@@ -218,15 +218,10 @@ def run_search(
                 progress.bars.update(progress.folds, total=len(splits), completed=0)
                 try:
                     for step, (repeat, fold) in enumerate(splits):
-                        record = records.get(sid, cid, repeat, fold)
-                        if record is None:
-                            record = _run_fold(
-                                run, spec, candidate, params, train, sampled, sid, cid, trial.number, repeat,
-                                fold, extra_metrics, progress,
-                            )
-                            records.append(record)
-                            plugins.hook.on_fold_end(run=run, record=record)
-                        trial_records.append(record)
+                        trial_records.append(fold_record(
+                            run, plugins, records, spec, candidate, params, train, sampled, sid, cid, trial.number,
+                            repeat, fold, extra_metrics, progress,
+                        ))
                         progress.bars.update(progress.folds, completed=step + 1)
                         running = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
                         trial.report(running, step)
@@ -329,6 +324,20 @@ def stop_if_requested() -> None:
 
 def _finished(optuna_study: optuna.Study) -> int:
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in optuna_study.get_trials(deepcopy=False))
+
+
+def fold_record(
+    run, plugins, records, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics, progress
+) -> FoldRecord:
+    """One fold's record: reused when an earlier run or worker finished it, else trained and appended now."""
+    record = records.get(sid, cid, repeat, fold)
+    if record is None:
+        record = _run_fold(
+            run, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics, progress
+        )
+        records.append(record)
+        plugins.hook.on_fold_end(run=run, record=record)
+    return record
 
 
 def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics, progress):

@@ -26,7 +26,7 @@ from harness.records import FoldRecord, RecordStore
 from harness.search import (
     RunInfo,
     _Progress,
-    _run_fold,
+    fold_record,
     _trial_end,
     _trial_line,
     config_id,
@@ -113,15 +113,10 @@ def run_tuner_search(run: RunInfo, plugins: Plugins, console: Console | None = N
                 progress.bars.update(progress.folds, total=len(splits), completed=0)
                 try:
                     for step, (repeat, fold) in enumerate(splits):
-                        record = records.get(sid, cid, repeat, fold)
-                        if record is None:
-                            record = _run_fold(
-                                run, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold,
-                                extra_metrics, progress,
-                            )
-                            records.append(record)
-                            plugins.hook.on_fold_end(run=run, record=record)
-                        trial_records.append(record)
+                        trial_records.append(fold_record(
+                            run, plugins, records, spec, candidate, params, train, sampled, sid, cid, number,
+                            repeat, fold, extra_metrics, progress,
+                        ))
                         progress.bars.update(progress.folds, completed=step + 1)
                 except HarnessError as exc:
                     errors.append(str(exc))
