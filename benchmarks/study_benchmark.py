@@ -1,0 +1,267 @@
+"""Study benchmark: the same K-fold × N-trial search run the studies' way and by the harness.
+
+(b) harness: a temporary study (MobileNetV2, weights = "none", frozen base, fixed Dense head,
+    learning-rate search) run by ``harness.cli.main`` with a fresh, empty HARNESS_CACHE, so its
+    timing includes loading the dataset (the cold decode), the one backbone pass of the feature
+    cache, every head fit and the search.
+(a) the studies' way, as the reports wrote it, replaying the harness's own trials (their learning
+    rates) on the harness's own folds: for each trial and fold, a folder of symlinks
+    train/<class>/…, val/<class>/…, ``keras.utils.image_dataset_from_directory`` from disk, a frozen
+    ``keras.applications.MobileNetV2(include_top=False, weights=None)`` base (the same random
+    weights: seeded with ``harness.backbones.RANDOM_BASE_SEED``) + preprocess_input +
+    GlobalAveragePooling + Dense head, ``model.fit`` per fold per trial.
+floor: one cold decode of every image by the harness decoder (empty cache) + one MobileNetV2
+    forward pass over them (model build excluded).
+
+No network here: ImageNet weights cannot be downloaded, so both sides use random weights
+(weights = "none"). Not a test: run it by hand, e.g.
+
+    python benchmarks/study_benchmark.py                      # sports15 train split, 4 classes
+    python benchmarks/study_benchmark.py --classes 0 --split ""   # all 2,385 images (slow on a CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+STUDY = """\
+[study]
+name = "bench"
+seed = 42
+
+[dataset]
+name = "sports"
+root = "{root}"
+splits = {splits}
+classes = {classes}
+image_size = [{size}, {size}]
+
+[cv]
+folds = {folds}
+
+[train]
+epochs = {epochs}
+batch_size = {batch}
+optimizer = "adam"
+learning_rate = 1e-3
+weights = "none"
+freeze_base = true
+
+[search]
+trials = {trials}
+sampler = "random"
+space.learning_rate = {{ low = 3e-4, high = 3e-3, log = true }}
+
+[[candidates]]
+model = "mobilenetv2"
+head = [256]
+dropout = 0.0
+"""
+
+
+def environment() -> str:
+    import keras
+
+    backend = keras.backend.backend()
+    device = "?"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        device = ", ".join(d.device_type + ":" + d.name.rsplit(":", 1)[-1] for d in tf.config.list_physical_devices())
+    elif backend == "jax":
+        import jax
+
+        device = str(jax.devices())
+    elif backend == "torch":
+        import torch
+
+        device = f"cuda={torch.cuda.is_available()}"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"os.cpu_count() = {os.cpu_count()}, load average {load}; Keras {keras.__version__}, "
+        f"backend {backend}, devices {device}"
+    )
+
+
+def others_running() -> str:
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-af", "pytest|harness run"], capture_output=True, text=True).stdout
+    return "\n".join(line for line in out.splitlines() if str(os.getpid()) != line.split()[0] and "pgrep" not in line)
+
+
+def run_harness(study_file: Path, results: Path, cache: Path) -> float:
+    from harness.cli import main
+
+    os.environ["HARNESS_CACHE"] = str(cache)  # fresh and empty: the harness pays its cold decode
+    start = time.perf_counter()
+    code = main(["run", str(study_file), "--results", str(results)])
+    elapsed = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"harness run failed with exit code {code}")
+    return elapsed
+
+
+def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Path) -> tuple[float, list[float]]:
+    """The reports' loop, replaying each harness trial's configuration on the same folds."""
+    import keras
+    import pandas as pd
+
+    from harness.backbones import RANDOM_BASE_SEED
+    from harness.search import fold_seed
+
+    folds = pd.read_csv(folds_csv, dtype={"id": str, "label": str, "group": str}, keep_default_na=False)
+    accuracies = []
+    start = time.perf_counter()
+    for record in records:
+        fold_dir = work / f"trial{record['trial']}_fold{record['fold']}"
+        column = folds[f"repeat_{record['repeat']}"].to_numpy()
+        for part, rows in (("train", folds[column != record["fold"]]), ("val", folds[column == record["fold"]])):
+            for row in rows.itertuples():
+                link = fold_dir / part / row.label / row.id.replace("/", "__")
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(root / row.id)
+        size = (args.size, args.size)
+        train_ds = keras.utils.image_dataset_from_directory(
+            fold_dir / "train", image_size=size, batch_size=args.batch, label_mode="int", seed=record["fold"], verbose=False
+        )
+        val_ds = keras.utils.image_dataset_from_directory(
+            fold_dir / "val", image_size=size, batch_size=args.batch, label_mode="int", shuffle=False, verbose=False
+        )
+        keras.backend.clear_session()
+        # The harness's seeding: the fold seed, from it the head's seed; the base from RANDOM_BASE_SEED.
+        keras.utils.set_random_seed(fold_seed(42, record["config_id"], record["repeat"], record["fold"]))
+        head_seed = int(np.random.randint(2**31 - 1))
+        keras.utils.set_random_seed(RANDOM_BASE_SEED)
+        base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(*size, 3))
+        keras.utils.set_random_seed(head_seed)
+        base.trainable = False
+        inputs = keras.Input(shape=(*size, 3))
+        x = keras.applications.mobilenet_v2.preprocess_input(inputs)
+        x = base(x, training=False)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Dense(256, activation="relu")(x)
+        outputs = keras.layers.Dense(len(train_ds.class_names), activation="softmax")(x)
+        model = keras.Model(inputs, outputs)
+        model.compile(
+            optimizer=keras.optimizers.Adam(record["params"]["learning_rate"]),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        model.fit(train_ds, epochs=record["params"]["epochs"], verbose=0)
+        accuracies.append(float(model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]))
+        shutil.rmtree(fold_dir)
+    return time.perf_counter() - start, accuracies
+
+
+def floor(paths: list[str], size: int, cache: Path) -> tuple[float, float]:
+    """Cold decode (harness decoder, empty cache) and one MobileNetV2 pass over the same images."""
+    import keras
+
+    from harness.backbones import RANDOM_BASE_SEED, Preprocess
+    from harness.images import ImageStore
+
+    start = time.perf_counter()
+    store = ImageStore(cache, progress=False)
+    probes = store.probe(paths, (size, size))
+    pixels = np.asarray(store.pixels(paths, [p.hash for p in probes], (size, size)))
+    store.close()
+    decode = time.perf_counter() - start
+    keras.utils.set_random_seed(RANDOM_BASE_SEED)
+    image = keras.Input(shape=(size, size, 3))
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(size, size, 3))
+    extractor = keras.Model(image, keras.layers.GlobalAveragePooling2D()(base(Preprocess("tf")(image))))
+    start = time.perf_counter()
+    extractor.predict(pixels, batch_size=64, verbose=0)
+    return decode, time.perf_counter() - start
+
+
+def main() -> None:
+    default = Path(os.environ.get("HARNESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=default / "sports15", help="sports15 folder (train/valid/test/<sport>)")
+    parser.add_argument("--split", default="train", help='split folder to use; "" pools all three (default train)')
+    parser.add_argument("--classes", type=int, default=4, help="first N of the study's 15 sports; 0 = all 15 (default 4)")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--skip-studies-way", action="store_true", help="harness and floor only (profiling)")
+    args = parser.parse_args()
+
+    import keras  # noqa: F401  imported before any timing: start-up is neither side's work
+
+    from harness_plugins.datasets.sports import STUDY_CLASSES
+
+    busy = others_running()
+    print("other jobs running:", busy or "none")
+    print(environment())
+    print('weights = "none" (random, seeded; no network here for ImageNet weights)')
+    classes = STUDY_CLASSES[: args.classes] if args.classes else STUDY_CLASSES
+    splits = [args.split] if args.split else []
+    root = args.data.resolve()
+    files = [p for c in classes for s in (splits or ["train", "valid", "test"]) for p in sorted((root / s / c).iterdir())]
+    for p in files:  # every side starts from the page cache
+        p.read_bytes()
+    views = 0
+    print(
+        f"data: {root} split {splits or 'all'}, {len(classes)} classes, {len(files)} files; MobileNetV2 at "
+        f"{args.size} px, {args.folds} folds × {args.trials} trials × {args.epochs} epochs, batch {args.batch}, views {views}"
+    )
+
+    work = Path(tempfile.mkdtemp(prefix="study_benchmark_"))
+    try:
+        study_file = work / "bench.toml"
+        study_file.write_text(STUDY.format(
+            root=root, splits=json.dumps(splits), classes=json.dumps(classes), size=args.size, folds=args.folds,
+            epochs=args.epochs, batch=args.batch, trials=args.trials,
+        ))
+        harness_s = run_harness(study_file, work / "results", work / "cache")
+        results = work / "results" / "bench"
+        records = [json.loads(line) for line in (results / "records.jsonl").read_text().splitlines() if line.strip()]
+        harness_acc = [r["metrics"]["accuracy"] for r in records]
+        print(f"(b) harness: {harness_s:.1f} s, mean accuracy {np.mean(harness_acc):.4f} over {len(records)} fold fits")
+
+        import pandas as pd
+
+        ids = pd.read_csv(results / "folds.csv", dtype={"id": str}, keep_default_na=False)["id"]
+        decode_s, forward_s = floor([str(root / i) for i in ids], args.size, work / "floor_cache")
+        floor_s = decode_s + forward_s
+        print(f"floor: cold decode {decode_s:.1f} s + one MobileNetV2 pass {forward_s:.1f} s = {floor_s:.1f} s ({len(ids)} images)")
+
+        if args.skip_studies_way:
+            return
+        studies_s, studies_acc = studies_way(root, results / "folds.csv", records, args, work / "folds")
+        print(f"(a) studies' way: {studies_s:.1f} s, mean accuracy {np.mean(studies_acc):.4f} over {len(studies_acc)} fold fits")
+
+        ratio = studies_s / harness_s
+        gap = abs(np.mean(harness_acc) - np.mean(studies_acc)) * 100
+        target = 0.5 * args.folds * args.trials * args.epochs / max(views, 1)
+        print(f"ratio (a)/(b): {ratio:.1f}×; harness / floor: {harness_s / floor_s:.2f}×; accuracy gap {gap:.1f} points")
+        print(
+            f"target 1: harness ≥ 0.5 × ({args.folds}×{args.trials}×{args.epochs} ÷ max({views},1)) = {target:.0f}× faster "
+            f"at equal accuracy (within 1 point): {'MET' if ratio >= target and gap <= 1 else 'NOT MET'} "
+            f"({ratio:.1f}×, {gap:.1f} points)"
+        )
+        print(
+            f"target 2: harness within 1.5× of the floor: {'MET' if harness_s <= 1.5 * floor_s else 'NOT MET'} "
+            f"({harness_s / floor_s:.2f}×)"
+        )
+        print("after:", environment())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
