@@ -86,14 +86,6 @@ def images_cache_dir() -> Path:
     return default_cache_dir()
 
 
-def decode_image(path: Path, size: tuple[int, int], policy: str = "stretch") -> np.ndarray:
-    """Decode one image file to uint8 RGB (by content, EXIF-oriented), resized to (height, width)."""
-    try:
-        return images.decode_file(path, size, policy)
-    except images.UnreadableImage as exc:
-        raise HarnessError(f"{path}: {exc}.") from None
-
-
 def load_dataset(config: DatasetConfig, plugins: Plugins, context: DatasetContext) -> Dataset:
     """Run the dataset plugin and check its sample table."""
     spec = plugins.datasets.get(config.name)
