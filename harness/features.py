@@ -39,6 +39,23 @@ def split_model(model):
     return extractor, head
 
 
+def reset_head(head, seed: int, template=None) -> None:
+    """Give a head (see ``split_model``) fresh initial weights and dropout seeds drawn from ``seed``.
+
+    A clone of ``template`` (an uncompiled clone of the head; the head itself when None) built
+    under the seed supplies them, so the result depends on the seed alone, not on what the head
+    went through before (it may be kept and reused between folds). ``head`` None: no-op.
+    """
+    if head is None:
+        return
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    fresh = keras.models.clone_model(head if template is None else template)
+    for variable, initial in zip(head.variables, fresh.variables, strict=True):
+        variable.assign(initial)
+
+
 def backbone_key(extractor, image_size: tuple[int, int]) -> str:
     """Identity of what produces the features: layer types, preprocessing, precision, weights, size.
 

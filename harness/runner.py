@@ -94,7 +94,7 @@ def run_study(
 
         run_tuner_search(run, plugins, console=console, workers=workers)
     elif workers > 1:
-        open_storage(study, run.results_dir, workers)  # create the shared storage before the workers race for it
+        open_storage(study, run.results_dir)  # create the shared storage before the workers race for it
         _run_workers(workers, worker_command or [], console)
     else:
         run_search(run, plugins, console=console)
@@ -109,7 +109,7 @@ def run_worker(study: Study, plugins: Plugins, results_root: Path, data_root: Pa
     """One of several processes searching one study through a shared storage."""
     console = Console(stderr=True)
     run = _start(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
-    run_search(run, plugins, storage=open_storage(study, run.results_dir, workers=2), console=console, worker=index)
+    run_search(run, plugins, storage=open_storage(study, run.results_dir), console=console, worker=index)
 
 
 def gpu_ids() -> list[str]:

@@ -9,10 +9,13 @@ the training fold held out for that purpose; the scored fold never steers traini
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
@@ -21,8 +24,13 @@ from sklearn.utils.class_weight import compute_class_weight
 from harness.config import TrainConfig
 from harness.data import Dataset
 from harness.errors import HarnessError
-from harness.features import FeatureCache, backbone_key, split_model
+from harness.features import FeatureCache, backbone_key, reset_head, split_model
 from harness.specs import BuildContext, ModelSpec
+
+
+#: The head on cached features runs this many batches per call of its train function: one call
+#: per epoch of a typical fold, instead of one per batch (identical arithmetic, less overhead).
+HEAD_STEPS_PER_EXECUTION = 64
 
 
 @dataclass
@@ -30,6 +38,28 @@ class FoldResult:
     probabilities: np.ndarray
     fit_seconds: float
     epochs_run: int
+
+
+@dataclass
+class FrozenSplit:
+    """A built model split for a cached phase: extractor, head, the backbone key, the head's compile."""
+
+    key: str
+    model: Any
+    base: Any
+    extractor: Any
+    head: Any
+    backbone_key: str
+    compiled: tuple | None = None
+    optimizer_start: list | None = None
+    session: int = 0
+    template: Any = None  # an uncompiled clone of the head: cloning a compiled head recompiles it
+
+
+# The split model of the last cached-phase fold in this process. While the base is frozen, folds
+# and trials of one configuration differ only in the head's weights and optimizer state, so the
+# model is built and its train function traced once; each fold resets the head from its seed.
+_kept: FrozenSplit | None = None
 
 
 def _keras():
@@ -191,22 +221,22 @@ def fit_fold(
                     train_idx, val_idx, seed, on_epoch, cache,
                 )
             except Exception as exc:
+                forget_kept_model()  # a fold that failed part-way may leave it in any state
                 if not is_out_of_memory(exc) or batch_size == 1:
                     raise
                 batch_size //= 2
                 warnings.warn(f"out of accelerator memory: retrying the fold with batch size {batch_size}")
             finally:
-                # Release device memory between folds and trials. clear_session() already runs
-                # gc.collect(), which costs ~0.35 s with a backbone's layers in memory: once a fold.
-                keras.backend.clear_session()
+                # Release device memory between folds and trials, unless the model is kept for the
+                # next fold. clear_session() runs gc.collect(): ~0.35 s with a backbone in memory.
+                if _kept is None:
+                    keras.backend.clear_session()
     finally:
         keras.config.set_dtype_policy(previous)
 
 
 def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache) -> FoldResult:
     keras = _keras()
-    keras.backend.clear_session(free_memory=False)  # fresh layer names; fit_fold collects garbage after each fold
-    keras.utils.set_random_seed(seed)
     num_classes = len(dataset.classes)
     context = BuildContext(
         num_classes=num_classes,
@@ -236,24 +266,29 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     def image_inputs(index):
         return model_inputs(spec, dataset, image_size, index)
 
-    model, base = prepare_model(spec, context, train, augment=False)
-    cached = _cached_phase_possible(cache, train, base) and split_model(model)
+    model, base, split = _model_for_fold(spec, context, train, seed, cache)
+    # The head starts from the fold's seed alone: the same whether the model is new or kept.
+    if split is not None:
+        split.template = split.template or keras.models.clone_model(split.head)
+        reset_head(split.head, seed, split.template)
+    else:
+        reset_head((split_model(model) or (None, None))[1], seed)
     started = time.perf_counter()
-    if cached:
-        extractor, head = cached
-        head_inputs, head_train = _cached_features(
-            cache, extractor, head, spec, dataset, image_size, train, fit_idx, seed
-        )
+    if split is not None:
+        head = split.head
+        head_inputs, head_train = _cached_features(cache, split, spec, dataset, image_size, train, fit_idx, seed)
+        _compile_head(split, train)
         keras.utils.set_random_seed(seed)  # the same shuffles whether features were computed or loaded
-        compile_model(head, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
         args = fit_args(head_inputs)
         if head_train is not None:  # augmented views: a new view of every image each epoch
             args = dict(x=head_train(class_weight, args["y"]), validation_data=args["validation_data"], verbose=0)
         history = head.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **args)
-        model = _augmented(model, train)
+        if train.fine_tune is not None:
+            model = _augmented(model, train)
     else:
         model = _augmented(model, train)
         compile_model(model, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
+        keras.utils.set_random_seed(seed)
         history = model.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **fit_args(image_inputs))
     epochs_run = len(history.epoch)
     if train.fine_tune is not None:
@@ -269,11 +304,87 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         )
         epochs_run += len(history.epoch)
     fit_seconds = time.perf_counter() - started
-    if cached and train.fine_tune is None:
-        probabilities = _head_predict(head, head_inputs(val_idx), train.batch_size)
+    if split is not None and train.fine_tune is None:
+        probabilities = _head_predict(split.head, head_inputs(val_idx), train.batch_size)
     else:
         probabilities = model.predict(image_inputs(val_idx), batch_size=train.batch_size, verbose=0)
     return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run)
+
+
+def _split(model, base, image_size, key: str) -> FrozenSplit:
+    extractor, head = split_model(model)
+    return FrozenSplit(key, model, base, extractor, head, backbone_key(extractor, image_size))
+
+
+def _model_key(spec: ModelSpec, context: BuildContext, train: TrainConfig) -> str:
+    """What a built model depends on: the model, its build context and the precision policy."""
+    weights = context.weights
+    if weights not in (None, "none", "imagenet"):
+        try:
+            stat = os.stat(weights)
+            weights = [weights, stat.st_size, stat.st_mtime_ns]  # a replaced weights file is a new model
+        except OSError:
+            pass
+    build = f"{getattr(spec.build, '__module__', '')}.{getattr(spec.build, '__qualname__', '')}"
+    return json.dumps(
+        [spec.name, build, context.image_size, context.params, context.extra_inputs, context.num_classes,
+         weights, train.precision], sort_keys=True, default=str,
+    )
+
+
+def _model_for_fold(spec, context, train, seed, cache) -> tuple[Any, Any, FrozenSplit | None]:
+    """``(model, base, split)``: split is set when the first phase trains the head on cached features.
+
+    Without fine-tuning nothing but the head changes, so the model of the last such fold is kept
+    and reused while the configuration's model is the same (only optimizer settings differ).
+    """
+    global _kept
+    keras = _keras()
+    cached = _cached_phase_possible(cache, train)
+    keep = cached and train.fine_tune is None
+    key = _model_key(spec, context, train) if keep else ""
+    if keep and _kept is not None and _kept.key == key:
+        session = keras.backend.get_uid("harness_kept_model")
+        if session == _kept.session + 1:  # no clear_session() since: the kept model is whole
+            _kept.session = session
+            return _kept.model, _kept.base, _kept
+    forget_kept_model()
+    # A kept model must not depend on which fold built it; its head is reset per fold anyway.
+    keras.utils.set_random_seed(0 if keep else seed)
+    model, base = prepare_model(spec, context, train, augment=False)
+    if not cached or base is None or split_model(model) is None:
+        return model, base, None
+    split = _split(model, base, context.image_size, key)
+    if keep:
+        _kept = split
+        _kept.session = keras.backend.get_uid("harness_kept_model")
+    return model, base, split
+
+
+def forget_kept_model() -> None:
+    """Drop the kept split model (if any) and clear the Keras session."""
+    global _kept
+    _kept = None
+    _keras().backend.clear_session(free_memory=False)
+
+
+def _compile_head(split: FrozenSplit, train: TrainConfig) -> None:
+    """Compile the head once per optimizer setting; later folds restore the optimizer's initial
+    state instead, which keeps the traced train function."""
+    head = split.head
+    setting = (train.optimizer, train.label_smoothing, train.jit_compile)
+    if split.compiled != setting:
+        compile_model(
+            head, train.optimizer, train.learning_rate, train.label_smoothing, jit_compile=train.jit_compile,
+            steps_per_execution=HEAD_STEPS_PER_EXECUTION,
+        )
+        head.optimizer.build(head.trainable_variables)
+        split.optimizer_start = [np.array(v) for v in head.optimizer.variables]
+        split.compiled = setting
+    else:
+        for variable, start in zip(head.optimizer.variables, split.optimizer_start):
+            variable.assign(start)
+    head.optimizer.learning_rate = train.learning_rate
 
 
 def _head_predict(head, inputs, batch_size: int) -> np.ndarray:
@@ -294,16 +405,13 @@ def _augmented(model, train: TrainConfig):
     return with_augmentation(model, train.augment)
 
 
-def _cached_phase_possible(cache: FeatureCache | None, train: TrainConfig, base) -> bool:
-    """A frozen first phase on a backbone, with no augmentation or with precomputed views."""
+def _cached_phase_possible(cache: FeatureCache | None, train: TrainConfig) -> bool:
+    """A frozen first phase (on a backbone, checked later), with no augmentation or with precomputed views."""
     augmenting = train.augment is not None and train.augment.active()
-    return (
-        cache is not None and train.feature_cache and base is not None and train.freeze_base
-        and (not augmenting or train.views > 0)
-    )
+    return cache is not None and train.feature_cache and train.freeze_base and (not augmenting or train.views > 0)
 
 
-def _cached_features(cache, extractor, head, spec, dataset, image_size, train, fit_idx, seed):
+def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx, seed):
     """``(inputs(index), training_sequence | None)`` for the head, from cached features.
 
     ``inputs(index)`` gives the head's inputs (un-augmented features [+ one-hot extras]) for any
@@ -311,7 +419,7 @@ def _cached_features(cache, extractor, head, spec, dataset, image_size, train, f
     """
     images = dataset.images(image_size)
     ids = cache.ids(images)
-    key = backbone_key(extractor, image_size)
+    extractor, head, key = split.extractor, split.head, split.backbone_key
     features = cache.features(extractor, key, images, ids, batch_size=max(train.batch_size, 32))
     extras = [dataset.one_hot(t.name.split(":")[0]) for t in head.inputs[1:]]
 

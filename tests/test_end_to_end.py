@@ -28,7 +28,7 @@ def _run(study: Path, results: Path, *extra: str) -> int:
 def test_run_writes_leaderboard_folds_records_and_reports(tiny_study, tmp_path, capsys):
     assert _run(tiny_study, tmp_path / "r") == 0
     out = tmp_path / "r" / "tiny"
-    for name in ("leaderboard.csv", "leaderboard.md", "folds.csv", "records.jsonl", "optuna.db", "study.toml", "run.json", "report.md"):
+    for name in ("leaderboard.csv", "leaderboard.md", "folds.csv", "records.jsonl", "optuna.journal", "study.toml", "run.json", "report.md"):
         assert (out / name).exists(), name
     board = pd.read_csv(out / "leaderboard.csv")
     for metric in ("accuracy", "top_1_accuracy", "top_2_accuracy", "top_5_accuracy", "loss"):
@@ -108,7 +108,7 @@ def test_interrupted_run_resumes_without_missing_or_doubled_folds(tmp_path, stop
     assert sorted(by_config.values()) == [2, 2, 2], "every configuration has all its folds, none is partial"
     # the trial cut off by the kill was retried with its configuration, reusing its finished fold
     assert killed[0].config_id in by_config
-    storage = f"sqlite:///{results / 'kill' / 'optuna.db'}"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(results / "kill" / "optuna.journal")))
     name = optuna.get_all_study_names(storage)[0]
     states = Counter(t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials)
     assert states["COMPLETE"] == 3 and states.get("RUNNING", 0) == 0

@@ -66,3 +66,24 @@ def test_workers_get_one_gpu_each_when_there_are_several():
     env = worker_env(1, ["0"])  # one GPU: shared, without grabbing all its memory
     assert env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+
+
+def test_trials_of_an_old_sqlite_storage_are_carried_into_the_journal(tmp_path):
+    import optuna
+
+    from harness.config import load_study
+    from harness.plugins import get_plugins
+    from harness.search import open_storage
+
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(tiny_study_text(name="s", trials=1))
+    study = load_study(study_file, get_plugins())
+    old = f"sqlite:///{tmp_path / 'optuna.db'}"
+    previous = optuna.create_study(study_name="cand-abc", storage=old)
+    previous.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.7))
+    storage = open_storage(study, tmp_path)
+    carried = optuna.load_study(study_name="cand-abc", storage=storage)
+    assert [t.value for t in carried.trials] == [0.7]
+    assert (tmp_path / "optuna.journal").exists()
+    again = open_storage(study, tmp_path)  # copied once: a second open does not double it
+    assert len(optuna.load_study(study_name="cand-abc", storage=again).trials) == 1
