@@ -130,3 +130,34 @@ def test_models_without_a_pool_layer_are_not_split(plugins):
         BuildContext(3, SIZE, {"filters": [4] * 5, "dense": [8], "dropout": 0.0, "bn_momentum": 0.9})
     )
     assert split_model(model) is None
+
+
+def test_a_kept_model_gives_each_fold_what_a_fresh_build_gives(plugins, tmp_path):
+    """The split model is built once and kept between folds; a fold's result depends on its seed only."""
+    import dataclasses
+
+    from harness.train import forget_kept_model
+
+    dataset = _dataset(plugins, tmp_path)
+    spec = plugins.models.get("mobilenetv2")
+    builds = []
+    counting = dataclasses.replace(spec, build=lambda context: builds.append(1) or spec.build(context))
+    params = {"head": [16], "dropout": 0.5, "pooling": "avg"}  # dropout: its seed is reset too
+    train = TrainConfig(epochs=2, batch_size=8, weights="none", learning_rate=1e-2)
+    cache = FeatureCache(tmp_path / "cache")
+    train_idx, val_idx = _split(len(dataset.labels))
+
+    def fit(seed, config=train):
+        return fit_fold(counting, dataset, SIZE, dict(params), config, train_idx, val_idx, seed, cache=cache).probabilities
+
+    forget_kept_model()
+    first = fit(7)
+    fit(9, TrainConfig(epochs=1, batch_size=8, weights="none", learning_rate=3e-3, optimizer="sgd"))
+    other = fit(8)
+    fit(10, TrainConfig(epochs=1, batch_size=8, weights="none", learning_rate=3e-3))  # same optimizer: reset, not recompiled
+    again = fit(7)
+    assert len(builds) == 1, "the model was rebuilt although only the head changes"
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    forget_kept_model()
+    assert np.array_equal(fit(7), first) and len(builds) == 2
