@@ -1,8 +1,10 @@
 """Decode benchmark: harness's decode-once cache against Keras's image_dataset_from_directory.
 
 Prints, for the same image files at the same size: Keras's first epoch (decode + resize of every
-file), harness cold (read, hash, probe, decode, resize and save every file into an empty cache)
-and harness warm (every array read back from the cache). Not a test: run it by hand, e.g.
+file), harness cold (read, hash, probe, decode, resize and save every file into an empty cache),
+harness warm (every array read back from the cache) and a decode floor: Pillow's reduced-scale
+(draft) decode of every file from memory on all cores and nothing else, which no cold path that
+decodes every file with libjpeg can beat. Not a test: run it by hand, e.g.
 
     python benchmarks/decode_benchmark.py --data ../shared/datasets/minerals --size 224
 """
@@ -66,6 +68,27 @@ def harness_load(paths: list[str], cache: Path, size: int, workers: int | None) 
     return _since(start)
 
 
+def decode_floor(paths: list[str], size: int, workers: int | None) -> tuple[float, float]:
+    """Only the decode, at the smallest scale JPEG draft mode allows for ``size``; bytes in memory."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    blobs = [Path(p).read_bytes() for p in paths]
+
+    def decode(data: bytes) -> None:
+        image = Image.open(io.BytesIO(data))
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))
+        image.load()
+
+    start = _clock()
+    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        list(pool.map(decode, blobs))
+    return _since(start)
+
+
 def main() -> None:
     default = Path(os.environ.get("HARNESS_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets")) / "minerals"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,7 +100,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: F401  imported before timing: its start-up is not decoding
 
-    runs: dict[str, list[tuple[float, float]]] = {"keras": [], "cold": [], "warm": []}
+    runs: dict[str, list[tuple[float, float]]] = {"keras": [], "cold": [], "warm": [], "floor": []}
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "files"
         paths = [str(p) for p in same_files(args.data, tree)]
@@ -88,15 +111,19 @@ def main() -> None:
             runs["keras"].append(keras_epoch(tree, args.size))
             runs["cold"].append(harness_load(paths, cache, args.size, args.workers))
             runs["warm"].append(harness_load(paths, cache, args.size, args.workers))
+            runs["floor"].append(decode_floor(paths, args.size, args.workers))
     best = {k: min(v) for k, v in runs.items()}
     print(f"{len(paths)} images from {args.data} at {args.size}×{args.size}, {os.cpu_count()} cores, best of {args.repeat}")
     print(f"{'':48} {'wall s':>8} {'cpu s':>8}")
     for key, label in (("keras", "keras image_dataset_from_directory, 1st epoch"),
                        ("cold", "harness cold (read, hash, check, decode, cache)"),
-                       ("warm", "harness warm (from the cache)")):
+                       ("warm", "harness warm (from the cache)"),
+                       ("floor", "decode floor (draft decode only, in memory)")):
         print(f"{label:48} {best[key][0]:8.2f} {best[key][1]:8.2f}")
     print(f"cold vs keras: {best['keras'][0] / best['cold'][0]:.1f}× faster (cpu: {best['keras'][1] / best['cold'][1]:.1f}×)")
     print(f"warm vs cold:  {best['cold'][0] / best['warm'][0]:.0f}× faster")
+    print(f"decode floor vs keras: {best['keras'][0] / best['floor'][0]:.1f}× faster: the most any cold path "
+          "that decodes every file could reach here")
 
 
 if __name__ == "__main__":
