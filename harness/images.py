@@ -2,9 +2,9 @@
 
 ``probe_bytes`` decodes a file once: its content hash, whether it decodes, its size, a perceptual
 hash and (given a size) its pixels. ``decode`` turns bytes into a (height, width, 3) uint8 array
-under a resize policy. ``ImageStore`` remembers both on disk (a SQLite index, one ``.npy`` file per
-content hash, size and policy, and one stacked ``.npy`` per exact image list), so every fold, trial,
-candidate and later run reads the cache instead of the JPEG.
+under a resize policy. ``ImageStore`` remembers both on disk (a SQLite index and one stacked
+``.npy`` per exact image list, size and policy, whose rows the index also finds for any other list
+of the same images), so every fold, trial, candidate and later run reads the cache instead of the JPEG.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ DECODER_VERSION = 1
 #: hash is always taken at this scale, so it does not depend on the size a study asks for, and
 #: a study at this size or below decodes each file once for both the hash and its pixels.
 DRAFT_SIDE = 256
-#: Arrays a probe decodes are also kept in memory, up to this many bytes, for the pixels() call
-#: that follows it, so a cold start does not read them back from disk.
+#: Arrays a probe decodes are kept in memory, up to this many bytes, for the pixels() call that
+#: follows it and stacks them into one file; beyond that they are saved one file per image.
 FRESH_BYTES = 1 << 30
 #: Transparent pixels are shown on white, as image viewers and web pages show them.
 ALPHA_BACKGROUND = (255, 255, 255)
@@ -316,6 +316,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, hash TEXT);
 CREATE TABLE IF NOT EXISTS probes (hash TEXT PRIMARY KEY, reason TEXT, width INTEGER, height INTEGER,
                                    format TEXT, mode TEXT, phash TEXT);
+CREATE TABLE IF NOT EXISTS rows (hash TEXT, folder TEXT, bundle TEXT, row INTEGER, PRIMARY KEY (hash, folder));
 """
 
 
@@ -397,7 +398,7 @@ class ImageStore:
             return Probe(None, str(exc))
         probe, pixels = probe_bytes(data, size, policy)
         if pixels is not None and size is not None:
-            self._save_array(probe.hash, size, policy, pixels)
+            self._keep_fresh(probe.hash, size, policy, pixels)
         return probe
 
     def _known_hashes(self, paths: Sequence[str], keys: Sequence[tuple[int, int] | None]) -> dict[str, str]:
@@ -410,31 +411,36 @@ class ImageStore:
         rows = self._select("SELECT * FROM probes WHERE hash IN ({})", list(hashes))
         return {r[0]: Probe(*r) for r in rows}
 
-    def _select(self, sql: str, values: Sequence[str]) -> list[tuple]:
+    def _select(self, sql: str, values: Sequence[str], *fixed: str) -> list[tuple]:
+        """Rows of ``sql`` whose ``IN ({})`` is each chunk of ``values``, after the ``fixed`` parameters."""
         rows: list[tuple] = []
         for start in range(0, len(values), 500):
             chunk = list(values[start:start + 500])
-            rows += self._db.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
+            rows += self._db.execute(sql.format(",".join("?" * len(chunk))), [*fixed, *chunk]).fetchall()
         return rows
 
     # -- pixels --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _folder(size: tuple[int, int], policy: str) -> str:
+        return f"v{DECODER_VERSION}-{policy}-{size[0]}x{size[1]}"
+
     def array_path(self, digest: str, size: tuple[int, int], policy: str) -> Path:
-        """Where the decoded array of one content hash at one size and policy lives."""
-        folder = f"v{DECODER_VERSION}-{policy}-{size[0]}x{size[1]}"
-        return self.root / "pixels" / folder / f"{digest}.npy"
+        """Where the array of one content hash at one size and policy lives when saved on its own."""
+        return self.root / "pixels" / self._folder(size, policy) / f"{digest}.npy"
 
     def bundle_path(self, hashes: Sequence[str], size: tuple[int, int], policy: str) -> Path:
         """Where the stacked arrays of one exact list of images live (the warm path's single read)."""
         key = hashlib.blake2b("\n".join(hashes).encode(), digest_size=16).hexdigest()
-        return self.root / "bundles" / f"v{DECODER_VERSION}-{policy}-{size[0]}x{size[1]}" / f"{key}.npy"
+        return self.root / "bundles" / self._folder(size, policy) / f"{key}.npy"
 
     def pixels(self, paths: Sequence[str], hashes: Sequence[str], size: tuple[int, int],
                policy: str = "stretch") -> np.ndarray:
-        """uint8 (n, height, width, 3): cached arrays where present, the rest decoded once and saved.
+        """uint8 (n, height, width, 3): cached arrays where present, the rest decoded once.
 
-        The stacked result is saved too and memory-mapped (read-only) on the next call with the
-        same images, so a warm start is one file however many images there are.
+        The result is saved as one stacked file, memory-mapped (read-only) on the next call with
+        the same images, so a warm start is one file however many images there are; its rows are
+        indexed, so another list of the same images (a subset, another order) reads them too.
         """
         size = (int(size[0]), int(size[1]))
         if policy not in RESIZE_POLICIES:
@@ -449,19 +455,22 @@ class ImageStore:
             pass
         out = np.empty(shape, dtype=np.uint8)
         missing: dict[str, list[int]] = {}
+        folder = self._folder(size, policy)
+        query = "SELECT hash, bundle, row FROM rows WHERE folder = ? AND hash IN ({})"
+        rows = {h: (b, r) for h, b, r in self._select(query, sorted(set(hashes)), folder)}
+        bundles: dict[str, np.ndarray | None] = {}
         for i, digest in enumerate(hashes):
             fresh = self._fresh.get((digest, size, policy))
             if fresh is not None:
                 out[i] = fresh
-                continue
-            try:
-                out[i] = np.load(self.array_path(digest, size, policy), allow_pickle=False)
-            except (OSError, ValueError, EOFError):  # absent, or torn by a killed writer
+            elif not self._from_bundle(out, i, rows.get(digest), bundles, shape) and not self._from_file(
+                out, i, self.array_path(digest, size, policy)
+            ):
                 missing.setdefault(digest, []).append(i)
         if missing:
             firsts = [rows[0] for rows in missing.values()]
             work = [(paths[i], size, policy) for i in firsts]
-            decoded = self._parallel(self._decode_and_save, work, f"decoding {len(work)} images at {size[0]}×{size[1]}")
+            decoded = self._parallel(self._decode, work, f"decoding {len(work)} images at {size[0]}×{size[1]}")
             for digest, (array, error) in zip(missing, decoded):
                 if error is not None:
                     raise HarnessError(
@@ -470,31 +479,59 @@ class ImageStore:
                     )
                 out[missing[digest]] = array
         self._save(bundle, out)
+        name = str(bundle.relative_to(self.root))
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+                [(h, folder, name, i) for h, i in {h: i for i, h in enumerate(hashes)}.items()],
+            )
         self._fresh.clear()
         self._fresh_bytes = 0
         return out
 
-    def _decode_and_save(self, job: tuple[str, tuple[int, int], str]) -> tuple[np.ndarray | None, str | None]:
+    def _from_bundle(self, out: np.ndarray, i: int, found: tuple[str, int] | None, bundles: dict, shape) -> bool:
+        """Copy row ``found`` = (bundle, row) of an earlier stacked file into ``out[i]``, if it is there."""
+        if found is None:
+            return False
+        name, row = found
+        if name not in bundles:
+            try:
+                bundles[name] = np.load(self.root / name, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError):  # removed or torn: decode instead
+                bundles[name] = None
+        stacked = bundles[name]
+        if stacked is None or stacked.shape[1:] != shape[1:] or row >= len(stacked):
+            return False
+        out[i] = stacked[row]
+        return True
+
+    @staticmethod
+    def _from_file(out: np.ndarray, i: int, path: Path) -> bool:
+        try:
+            out[i] = np.load(path, allow_pickle=False)
+            return True
+        except (OSError, ValueError, EOFError):  # absent, or torn by a killed writer
+            return False
+
+    def _decode(self, job: tuple[str, tuple[int, int], str]) -> tuple[np.ndarray | None, str | None]:
         path, size, policy = job
         try:
-            data = read_bytes(path)
-            array = decode(data, size, policy)
+            return decode(read_bytes(path), size, policy), None
         except UnreadableImage as exc:
             return None, str(exc)
-        self._save_array(content_hash(data), size, policy, array)
-        return array, None
 
-    def _save_array(self, digest: str, size: tuple[int, int], policy: str, array: np.ndarray) -> None:
-        """Save one image's array, and keep it in memory (up to FRESH_BYTES) for the next ``pixels``."""
+    def _keep_fresh(self, digest: str, size: tuple[int, int], policy: str, array: np.ndarray) -> None:
+        """Keep a probe's array in memory for the next ``pixels`` (up to FRESH_BYTES), else save it."""
+        with self._lock:
+            if self._fresh_bytes + array.nbytes <= FRESH_BYTES:
+                self._fresh[(digest, size, policy)] = array
+                self._fresh_bytes += array.nbytes
+                return
         target = self.array_path(digest, size, policy)
         if target.parent not in self._folders:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(target.parent)
         self._save(target, array, mkdir=False)
-        with self._lock:
-            if self._fresh_bytes + array.nbytes <= FRESH_BYTES:
-                self._fresh[(digest, size, policy)] = array
-                self._fresh_bytes += array.nbytes
 
     @staticmethod
     def _save(target: Path, array: np.ndarray, mkdir: bool = True) -> None:

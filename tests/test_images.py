@@ -114,40 +114,64 @@ def _images(folder, n):
     return [str(write_image(folder / f"{i}.jpg", i)) for i in range(n)]
 
 
+def _no_decoding(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(images, "decode", refuse)
+    monkeypatch.setattr(images, "probe_bytes", refuse)
+
+
 def test_store_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
     paths = _images(tmp_path / "img", 6)
     store = ImageStore(tmp_path / "cache", workers=2)
     hashes = [p.hash for p in store.probe(paths)]
     cold = store.pixels(paths, hashes, (8, 8))
-    saved = sorted((tmp_path / "cache" / "pixels").rglob("*.npy"))
-    assert len(saved) == 6
-    assert np.load(saved[0], allow_pickle=False).dtype == np.uint8
+    assert cold.dtype == np.uint8 and cold.shape == (6, 8, 8, 3)
+    assert [p.name for p in (tmp_path / "cache" / "bundles").rglob("*.npy")] == [store.bundle_path(hashes, (8, 8), "stretch").name]
 
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("decoded again")
-
-    monkeypatch.setattr(images, "decode", no_decoding)
-    monkeypatch.setattr(images, "probe_bytes", no_decoding)
+    _no_decoding(monkeypatch)
     again = ImageStore(tmp_path / "cache")
     assert [p.hash for p in again.probe(paths)] == hashes  # unchanged files: answered by the index
     warm = again.pixels(paths, hashes, (8, 8))
     assert np.array_equal(warm, cold)
     assert isinstance(warm, np.memmap) and not warm.flags.writeable  # the stacked bundle, mapped read-only
-    again.bundle_path(hashes, (8, 8), "stretch").unlink()
-    assert np.array_equal(again.pixels(paths, hashes, (8, 8)), cold)  # from the per-image arrays
+    # another list of the same images (a subset, reordered) reads the rows of the first bundle
+    subset = [4, 1, 1, 3]
+    part = again.pixels([paths[i] for i in subset], [hashes[i] for i in subset], (8, 8))
+    assert np.array_equal(part, cold[subset])
+
+
+def test_a_removed_bundle_is_decoded_again(tmp_path, monkeypatch):
+    paths = _images(tmp_path / "img", 3)
+    store = ImageStore(tmp_path / "cache", workers=1)
+    hashes = [p.hash for p in store.probe(paths)]
+    cold = np.array(store.pixels(paths, hashes, (8, 8)))
+    store.bundle_path(hashes, (8, 8), "stretch").unlink()
+    calls = []
+    real = images.decode
+    monkeypatch.setattr(images, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert np.array_equal(store.pixels(paths[:2], hashes[:2], (8, 8)), cold[:2])
+    assert len(calls) == 2
 
 
 def test_probe_with_a_size_decodes_each_file_once(tmp_path, monkeypatch):
     paths = _images(tmp_path / "img", 4)
     store = ImageStore(tmp_path / "cache", workers=2)
     hashes = [p.hash for p in store.probe(paths, (8, 8))]
-    assert len(list((tmp_path / "cache" / "pixels").rglob("*.npy"))) == 4
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("decoded twice")
-
-    monkeypatch.setattr(images, "decode", no_decoding)
+    _no_decoding(monkeypatch)
     assert store.pixels(paths, hashes, (8, 8)).shape == (4, 8, 8, 3)
+
+
+def test_probe_arrays_beyond_the_memory_budget_are_saved_not_decoded_twice(tmp_path, monkeypatch):
+    paths = _images(tmp_path / "img", 4)
+    monkeypatch.setattr(images, "FRESH_BYTES", 8 * 8 * 3 * 2)  # room for two arrays in memory
+    store = ImageStore(tmp_path / "cache", workers=1)
+    hashes = [p.hash for p in store.probe(paths, (8, 8))]
+    assert len(list((tmp_path / "cache" / "pixels").rglob("*.npy"))) == 2
+    expected = np.stack([decode_file(p, (8, 8)) for p in paths])
+    _no_decoding(monkeypatch)
+    assert np.array_equal(store.pixels(paths, hashes, (8, 8)), expected)
 
 
 def test_one_pass_pixels_equal_a_separate_decode(tmp_path):
@@ -166,7 +190,7 @@ def test_store_keys_by_size_and_policy(tmp_path):
     hashes = [p.hash for p in store.probe(paths)]
     assert store.pixels(paths, hashes, (4, 6)).shape == (2, 4, 6, 3)
     assert store.pixels(paths, hashes, (4, 6), "pad").shape == (2, 4, 6, 3)
-    assert len(list((tmp_path / "cache" / "pixels").iterdir())) == 2
+    assert len(list((tmp_path / "cache" / "bundles").iterdir())) == 2
 
 
 def test_store_notices_changed_and_added_files(tmp_path):
@@ -182,16 +206,18 @@ def test_store_notices_changed_and_added_files(tmp_path):
     assert np.array_equal(second[0], first[0]) and not np.array_equal(second[1], first[1])
 
 
-def test_store_identical_content_is_decoded_once(tmp_path):
+def test_store_identical_content_is_decoded_once(tmp_path, monkeypatch):
     paths = _images(tmp_path / "img", 1)
     copy = tmp_path / "img" / "copy.jpg"
     copy.write_bytes((tmp_path / "img" / "0.jpg").read_bytes())
     store = ImageStore(tmp_path / "cache", workers=1)
     probes = store.probe([*paths, str(copy)])
     assert probes[0].hash == probes[1].hash
+    calls = []
+    real = images.decode
+    monkeypatch.setattr(images, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
     pixels = store.pixels([*paths, str(copy)], [p.hash for p in probes], (8, 8))
-    assert np.array_equal(pixels[0], pixels[1])
-    assert len(list((tmp_path / "cache" / "pixels").rglob("*.npy"))) == 1
+    assert np.array_equal(pixels[0], pixels[1]) and len(calls) == 1
 
 
 def test_broken_files_probe_without_a_hash_and_are_not_indexed(tmp_path):
