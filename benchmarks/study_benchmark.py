@@ -12,6 +12,9 @@
     GlobalAveragePooling + Dense head, ``model.fit`` per fold per trial.
 floor: one cold decode of every image by the harness decoder (empty cache) + one MobileNetV2
     forward pass over them (model build excluded).
+head fits: what Keras alone needs for the heads' training: the same Dense head compiled once and
+    fitted once per fold record (same training-set sizes, epochs and batch size) on stand-in
+    features; the harness cannot go below floor + head fits while it trains heads with model.fit.
 
 No network here: ImageNet weights cannot be downloaded, so both sides use random weights
 (weights = "none"). Not a test: run it by hand, e.g.
@@ -139,17 +142,15 @@ def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Pa
             fold_dir / "val", image_size=size, batch_size=args.batch, label_mode="int", shuffle=False, verbose=False
         )
         keras.backend.clear_session()
-        # The harness's seeding: the fold seed, from it the head's seed; the base from RANDOM_BASE_SEED.
-        keras.utils.set_random_seed(fold_seed(42, record["config_id"], record["repeat"], record["fold"]))
-        head_seed = int(np.random.randint(2**31 - 1))
+        # The harness's seeding: the base from RANDOM_BASE_SEED, the head from the fold seed.
         keras.utils.set_random_seed(RANDOM_BASE_SEED)
         base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(*size, 3))
-        keras.utils.set_random_seed(head_seed)
         base.trainable = False
         inputs = keras.Input(shape=(*size, 3))
         x = keras.applications.mobilenet_v2.preprocess_input(inputs)
         x = base(x, training=False)
         x = keras.layers.GlobalAveragePooling2D()(x)
+        keras.utils.set_random_seed(fold_seed(42, record["config_id"], record["repeat"], record["fold"]))
         x = keras.layers.Dense(256, activation="relu")(x)
         outputs = keras.layers.Dense(len(train_ds.class_names), activation="softmax")(x)
         model = keras.Model(inputs, outputs)
@@ -184,6 +185,30 @@ def floor(paths: list[str], size: int, cache: Path) -> tuple[float, float]:
     start = time.perf_counter()
     extractor.predict(pixels, batch_size=64, verbose=0)
     return decode, time.perf_counter() - start
+
+
+def head_fits(folds_csv: Path, records: list[dict], args, width: int = 1280) -> float:
+    """Seconds for one ``model.fit`` per fold record of a Dense head compiled once, on stand-in features."""
+    import keras
+    import pandas as pd
+
+    from harness.train import HEAD_STEPS_PER_EXECUTION
+
+    folds = pd.read_csv(folds_csv, keep_default_na=False)
+    classes = folds["label"].nunique()
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(len(folds), width)).astype("float32")
+    labels = rng.integers(0, classes, len(folds))
+    inputs = keras.Input(shape=(width,))
+    outputs = keras.layers.Dense(classes, activation="softmax")(keras.layers.Dense(256, activation="relu")(inputs))
+    head = keras.Model(inputs, outputs)
+    head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                 steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+    start = time.perf_counter()
+    for record in records:
+        rows = (folds[f"repeat_{record['repeat']}"] != record["fold"]).to_numpy()
+        head.fit(features[rows], labels[rows], epochs=record["params"]["epochs"], batch_size=args.batch, verbose=0)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -239,6 +264,12 @@ def main() -> None:
         decode_s, forward_s = floor([str(root / i) for i in ids], args.size, work / "floor_cache")
         floor_s = decode_s + forward_s
         print(f"floor: cold decode {decode_s:.1f} s + one MobileNetV2 pass {forward_s:.1f} s = {floor_s:.1f} s ({len(ids)} images)")
+        fits_s = head_fits(results / "folds.csv", records, args)
+        print(
+            f"head fits: {len(records)} × Keras model.fit of the bare head = {fits_s:.1f} s; floor + head fits = "
+            f"{floor_s + fits_s:.1f} s ({(floor_s + fits_s) / floor_s:.2f}× the floor): the least a harness training "
+            "heads with model.fit can take here"
+        )
 
         if args.skip_studies_way:
             return
