@@ -55,6 +55,12 @@ class FrozenSplit:
     session: int = 0
     template: Any = None  # an uncompiled clone of the head: cloning a compiled head recompiles it
 
+    def reset_head(self, seed: int) -> None:
+        """Fresh head weights and dropout seeds from ``seed`` (see ``harness.features.reset_head``)."""
+        if self.template is None:
+            self.template = _keras().models.clone_model(self.head)
+        reset_head(self.head, seed, self.template)
+
 
 # The split model of the last cached-phase fold in this process. While the base is frozen, folds
 # and trials of one configuration differ only in the head's weights and optimizer state, so the
@@ -269,20 +275,18 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     model, base, split = _model_for_fold(spec, context, train, seed, cache)
     # The head starts from the fold's seed alone: the same whether the model is new or kept.
     if split is not None:
-        split.template = split.template or keras.models.clone_model(split.head)
-        reset_head(split.head, seed, split.template)
+        split.reset_head(seed)
     else:
         reset_head((split_model(model) or (None, None))[1], seed)
     started = time.perf_counter()
     if split is not None:
-        head = split.head
         head_inputs, head_train = _cached_features(cache, split, spec, dataset, image_size, train, fit_idx, seed)
         _compile_head(split, train)
         keras.utils.set_random_seed(seed)  # the same shuffles whether features were computed or loaded
         args = fit_args(head_inputs)
         if head_train is not None:  # augmented views: a new view of every image each epoch
             args = dict(x=head_train(class_weight, args["y"]), validation_data=args["validation_data"], verbose=0)
-        history = head.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **args)
+        history = split.head.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **args)
         if train.fine_tune is not None:
             model = _augmented(model, train)
     else:
