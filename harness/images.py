@@ -457,13 +457,13 @@ class ImageStore:
         missing: dict[str, list[int]] = {}
         folder = self._folder(size, policy)
         query = "SELECT hash, bundle, row FROM rows WHERE folder = ? AND hash IN ({})"
-        rows = {h: (b, r) for h, b, r in self._select(query, sorted(set(hashes)), folder)}
+        stored = {h: (b, r) for h, b, r in self._select(query, sorted(set(hashes)), folder)}
         bundles: dict[str, np.ndarray | None] = {}
         for i, digest in enumerate(hashes):
             fresh = self._fresh.get((digest, size, policy))
             if fresh is not None:
                 out[i] = fresh
-            elif not self._from_bundle(out, i, rows.get(digest), bundles, shape) and not self._from_file(
+            elif not self._from_bundle(out, i, stored.get(digest), bundles, shape) and not self._from_file(
                 out, i, self.array_path(digest, size, policy)
             ):
                 missing.setdefault(digest, []).append(i)

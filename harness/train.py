@@ -273,11 +273,6 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         return model_inputs(spec, dataset, image_size, index)
 
     model, base, split = _model_for_fold(spec, context, train, seed, cache)
-    # The head starts from the fold's seed alone: the same whether the model is new or kept.
-    if split is not None:
-        split.reset_head(seed)
-    else:
-        reset_head((split_model(model) or (None, None))[1], seed)
     started = time.perf_counter()
     if split is not None:
         head_inputs, head_train = _cached_features(cache, split, spec, dataset, image_size, train, fit_idx, seed)
@@ -315,11 +310,6 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run)
 
 
-def _split(model, base, image_size, key: str) -> FrozenSplit:
-    extractor, head = split_model(model)
-    return FrozenSplit(key, model, base, extractor, head, backbone_key(extractor, image_size))
-
-
 def _model_key(spec: ModelSpec, context: BuildContext, train: TrainConfig) -> str:
     """What a built model depends on: the model, its build context and the precision policy."""
     weights = context.weights
@@ -337,10 +327,12 @@ def _model_key(spec: ModelSpec, context: BuildContext, train: TrainConfig) -> st
 
 
 def _model_for_fold(spec, context, train, seed, cache) -> tuple[Any, Any, FrozenSplit | None]:
-    """``(model, base, split)``: split is set when the first phase trains the head on cached features.
+    """``(model, base, split)`` with the head starting from ``seed``; split is set when the first
+    phase trains the head on cached features.
 
     Without fine-tuning nothing but the head changes, so the model of the last such fold is kept
-    and reused while the configuration's model is the same (only optimizer settings differ).
+    and reused while the configuration's model is the same (only optimizer settings differ). The
+    head's start depends on the seed alone, whether the model is new or kept.
     """
     global _kept
     keras = _keras()
@@ -351,14 +343,19 @@ def _model_for_fold(spec, context, train, seed, cache) -> tuple[Any, Any, Frozen
         session = keras.backend.get_uid("harness_kept_model")
         if session == _kept.session + 1:  # no clear_session() since: the kept model is whole
             _kept.session = session
+            _kept.reset_head(seed)
             return _kept.model, _kept.base, _kept
     forget_kept_model()
     # A kept model must not depend on which fold built it; its head is reset per fold anyway.
     keras.utils.set_random_seed(0 if keep else seed)
     model, base = prepare_model(spec, context, train, augment=False)
-    if not cached or base is None or split_model(model) is None:
+    parts = split_model(model)
+    if not cached or base is None or parts is None:
+        reset_head(parts[1] if parts else None, seed)
         return model, base, None
-    split = _split(model, base, context.image_size, key)
+    extractor, head = parts
+    split = FrozenSplit(key, model, base, extractor, head, backbone_key(extractor, context.image_size))
+    split.reset_head(seed)
     if keep:
         _kept = split
         _kept.session = keras.backend.get_uid("harness_kept_model")
