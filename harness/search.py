@@ -9,6 +9,7 @@ import socket
 import threading
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ RUN_FILE = "run.json"
 #: Set by a first Ctrl-C (see harness.cli): the run stops at the next epoch end, keeping finished folds.
 STOP_REQUESTED = threading.Event()
 INTERRUPTED, RETRY_OF, OWNER = "interrupted", "retry_of", "owner"
+OWNERLESS_GRACE_S = 60.0
 SQLITE_FILE, JOURNAL_FILE = "optuna.db", "optuna.journal"
 
 
@@ -276,10 +278,14 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_is_dead(owner: str | None) -> bool:
+def _owner_is_dead(trial: optuna.trial.FrozenTrial) -> bool:
     """True when the process that ran a trial is gone (checked on this host only)."""
+    owner = trial.user_attrs.get(OWNER)
     if owner is None:
-        return True
+        # A live worker names itself just after Optuna starts its trial; one still nameless after the
+        # grace period died in that gap.
+        started = trial.datetime_start or datetime.now()
+        return (datetime.now() - started).total_seconds() > OWNERLESS_GRACE_S
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname():
         return False
@@ -304,7 +310,7 @@ def _retry_cut_off(optuna_study: optuna.Study) -> None:
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
     for trial in trials:
         if trial.state == TrialState.RUNNING:
-            if not _owner_is_dead(trial.user_attrs.get(OWNER)):
+            if not _owner_is_dead(trial):
                 continue
             try:
                 optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)

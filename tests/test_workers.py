@@ -87,3 +87,26 @@ def test_trials_of_an_old_sqlite_storage_are_carried_into_the_journal(tmp_path):
     assert (tmp_path / "optuna.journal").exists()
     again = open_storage(study, tmp_path)  # copied once: a second open does not double it
     assert len(optuna.load_study(study_name="cand-abc", storage=again).trials) == 1
+
+
+def test_a_running_trial_not_yet_named_by_its_worker_is_left_alone(tmp_path):
+    import datetime
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from harness.search import OWNERLESS_GRACE_S, _retry_cut_off
+
+    study = optuna.create_study()
+    just_started = optuna.trial.create_trial(state=TrialState.RUNNING, params={}, distributions={})
+    study.add_trial(just_started)  # its worker is between Optuna's start and naming itself
+    _retry_cut_off(study)
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]
+
+    long_ago = optuna.trial.create_trial(state=TrialState.RUNNING, params={}, distributions={})
+    long_ago.datetime_start -= datetime.timedelta(seconds=OWNERLESS_GRACE_S + 1)
+    study.add_trial(long_ago)  # died before it could name itself
+    _retry_cut_off(study)
+    states = [t.state for t in study.get_trials()]
+    assert states[:2] == [TrialState.RUNNING, TrialState.FAIL]
+    assert states[2:] == [TrialState.WAITING], "the dead worker's trial is queued again"
