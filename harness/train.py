@@ -54,6 +54,7 @@ class FrozenSplit:
     optimizer_start: list | None = None
     session: int = 0
     template: Any = None  # an uncompiled clone of the head: cloning a compiled head recompiles it
+    loops: Any = None  # the head's traced epoch loops (TensorFlow), made for its compile
 
     def reset_head(self, seed: int) -> None:
         """Fresh head weights and dropout seeds from ``seed`` (see ``harness.features.reset_head``)."""
@@ -258,15 +259,21 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         fit_pos, stop_pos = inner_split(dataset.labels[train_idx], dataset.groups[train_idx], fraction, seed)
         fit_idx, stop_idx = train_idx[fit_pos], train_idx[stop_pos]
     class_weight = balanced_class_weight(dataset.labels[fit_idx]) if train.class_weight == "balanced" else None
+    weights = None
+    if class_weight is not None:
+        weights = np.array([class_weight[int(c)] for c in dataset.labels[fit_idx]], dtype="float32")
+    y = targets(dataset.labels[fit_idx], num_classes, smoothing)
+
+    def validation(index_inputs):
+        if stop_idx is None:
+            return None
+        return index_inputs(stop_idx), targets(dataset.labels[stop_idx], num_classes, smoothing)
 
     def fit_args(index_inputs):
-        validation = None
-        if stop_idx is not None:
-            validation = (index_inputs(stop_idx), targets(dataset.labels[stop_idx], num_classes, smoothing))
+        batches = shuffled_batches([index_inputs(fit_idx)], y, weights, train.batch_size, seed)
         return dict(
-            x=index_inputs(fit_idx), y=targets(dataset.labels[fit_idx], num_classes, smoothing),
-            validation_data=validation, batch_size=train.batch_size, class_weight=class_weight,
-            shuffle=True, verbose=0,
+            x=batches, validation_data=validation(index_inputs), shuffle=False, verbose=0,
+            callbacks=[batches.follow_epochs(), *_callbacks(train, on_epoch)],
         )
 
     def image_inputs(index):
@@ -275,21 +282,20 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     model, base, split = _model_for_fold(spec, context, train, seed, cache)
     started = time.perf_counter()
     if split is not None:
-        head_inputs, head_train = _cached_features(cache, split, spec, dataset, image_size, train, fit_idx, seed)
+        head_inputs, views = _cached_features(cache, split, spec, dataset, image_size, train, fit_idx)
         _compile_head(split, train)
-        keras.utils.set_random_seed(seed)  # the same shuffles whether features were computed or loaded
-        args = fit_args(head_inputs)
-        if head_train is not None:  # augmented views: a new view of every image each epoch
-            args = dict(x=head_train(class_weight, args["y"]), validation_data=args["validation_data"], verbose=0)
-        history = split.head.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **args)
+        epochs_run = fit_head(
+            split, views or [head_inputs(fit_idx)], y, weights, validation(head_inputs), train.epochs,
+            train.batch_size, seed, _callbacks(train, on_epoch),
+        )
         if train.fine_tune is not None:
             model = _augmented(model, train)
     else:
         model = _augmented(model, train)
         compile_model(model, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
         keras.utils.set_random_seed(seed)
-        history = model.fit(epochs=train.epochs, callbacks=_callbacks(train, on_epoch), **fit_args(image_inputs))
-    epochs_run = len(history.epoch)
+        history = model.fit(epochs=train.epochs, **fit_args(image_inputs))
+        epochs_run = len(history.epoch)
     if train.fine_tune is not None:
         ft = train.fine_tune
         from harness.backbones import set_base_trainable
@@ -297,10 +303,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         set_base_trainable(base, True, from_layer=ft.from_layer, last=ft.last)
         # Recompiling makes the new trainable set take effect; the phase goes on from where phase one stopped.
         compile_model(model, train.optimizer, ft.learning_rate, smoothing, jit_compile=train.jit_compile)
-        history = model.fit(
-            initial_epoch=epochs_run, epochs=epochs_run + ft.epochs, callbacks=_callbacks(train, on_epoch),
-            **fit_args(image_inputs),
-        )
+        history = model.fit(initial_epoch=epochs_run, epochs=epochs_run + ft.epochs, **fit_args(image_inputs))
         epochs_run += len(history.epoch)
     fit_seconds = time.perf_counter() - started
     if split is not None and train.fine_tune is None:
@@ -381,7 +384,7 @@ def _compile_head(split: FrozenSplit, train: TrainConfig) -> None:
         )
         head.optimizer.build(head.trainable_variables)
         split.optimizer_start = [np.array(v) for v in head.optimizer.variables]
-        split.compiled = setting
+        split.compiled, split.loops = setting, None
     else:
         for variable, start in zip(head.optimizer.variables, split.optimizer_start):
             variable.assign(start)
@@ -412,11 +415,11 @@ def _cached_phase_possible(cache: FeatureCache | None, train: TrainConfig) -> bo
     return cache is not None and train.feature_cache and train.freeze_base and (not augmenting or train.views > 0)
 
 
-def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx, seed):
-    """``(inputs(index), training_sequence | None)`` for the head, from cached features.
+def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx):
+    """``(inputs(index), views | None)`` for the head, from cached features.
 
     ``inputs(index)`` gives the head's inputs (un-augmented features [+ one-hot extras]) for any
-    rows; with ``train.views`` > 0, the training sequence serves augmented views instead.
+    rows; with ``train.views`` > 0, ``views`` holds the head's training inputs for each augmented view.
     """
     images = dataset.images(image_size)
     ids = cache.ids(images)
@@ -424,7 +427,7 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx, se
     features = cache.features(extractor, key, images, ids, batch_size=max(train.batch_size, 32))
     extras = [dataset.one_hot(t.name.split(":")[0]) for t in head.inputs[1:]]
 
-    def inputs(index):
+    def inputs(index, features=features):
         return [features[index], *(e[index] for e in extras)] if extras else features[index]
 
     if train.views == 0:
@@ -435,48 +438,87 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx, se
         keras = _keras()
         return keras.Sequential(augmentation_layers(train.augment))
 
-    views = [
-        cache.features(extractor, key, images[fit_idx], [ids[i] for i in fit_idx], view, make_augmenter)
-        for view in range(1, train.views + 1)
-    ]
-
-    def sequence(class_weight, y):
-        return ViewSequence(views, [e[fit_idx] for e in extras], y, train.batch_size, seed, class_weight,
-                            dataset.labels[fit_idx])
-
-    return inputs, sequence
+    views = []
+    for view in range(1, train.views + 1):
+        computed = cache.features(extractor, key, images[fit_idx], [ids[i] for i in fit_idx], view, make_augmenter)
+        views.append([computed, *(e[fit_idx] for e in extras)] if extras else computed)
+    return inputs, views
 
 
-class ViewSequence:
-    """Batches of augmented-view features: epoch e serves view e mod V, shuffled with the seed."""
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the ``n`` training rows in an epoch: a permutation drawn from the fold seed and
+    the epoch. Every training path takes its batches in this order, so they all see the same batches."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
-    def __new__(cls, *args, **kwargs):
-        keras = _keras()
 
-        class _Sequence(keras.utils.PyDataset):
-            def __init__(self, views, extras, y, batch_size, seed, class_weight, labels):
-                super().__init__()
-                self.views, self.extras, self.y, self.batch_size = views, extras, y, batch_size
-                self.rng = np.random.default_rng(seed)
-                self.weights = (
-                    np.array([class_weight[int(c)] for c in labels], dtype="float32") if class_weight else None
-                )
-                self.epoch = 0
-                self.order = self.rng.permutation(len(y))
+def shuffled_batches(views: list, y: np.ndarray, weights: np.ndarray | None, batch_size: int, seed: int):
+    """A ``keras.utils.PyDataset`` of training batches in ``epoch_order``; epoch e serves
+    ``views[e % len(views)]`` (augmented views of the features). Fit it with ``shuffle=False`` and
+    its ``follow_epochs()`` callback, which tells it the epoch (Keras may peek at batches first)."""
+    keras = _keras()
 
-            def __len__(self):
-                return -(-len(self.y) // self.batch_size)
+    class ShuffledBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch, self.order = 0, epoch_order(seed, 0, len(y))
 
-            def __getitem__(self, i):
-                rows = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-                feats = self.views[self.epoch % len(self.views)][rows]
-                x = [feats, *(e[rows] for e in self.extras)] if self.extras else feats
-                if self.weights is None:
-                    return x, self.y[rows]
-                return x, self.y[rows], self.weights[rows]
+        def __len__(self):
+            return -(-len(y) // batch_size)
 
-            def on_epoch_end(self):
-                self.epoch += 1
-                self.order = self.rng.permutation(len(self.y))
+        def __getitem__(self, i):
+            rows = self.order[i * batch_size : (i + 1) * batch_size]
+            x = keras.tree.map_structure(lambda a: a[rows], views[self.epoch % len(views)])
+            return (x, y[rows]) if weights is None else (x, y[rows], weights[rows])
 
-        return _Sequence(*args, **kwargs)
+        def follow_epochs(self):
+            def begin(epoch, logs=None):
+                self.epoch, self.order = epoch, epoch_order(seed, epoch, len(y))
+
+            return keras.callbacks.LambdaCallback(on_epoch_begin=begin)
+
+    return ShuffledBatches()
+
+
+def fit_head(split: FrozenSplit, views: list, y, weights, validation, epochs: int, batch_size: int, seed: int,
+             callbacks: list) -> int:
+    """Train the head on in-memory features for up to ``epochs``; returns the epochs run.
+
+    With TensorFlow each epoch is one call of a traced loop over the head's own ``train_step``
+    (see ``harness.tf_loops``); other backends use ``fit``. Both take the batches in
+    ``epoch_order`` and run the same callbacks.
+    """
+    keras = _keras()
+    head = split.head
+    if keras.backend.backend() != "tensorflow":
+        batches = shuffled_batches(views, y, weights, batch_size, seed)
+        history = head.fit(
+            batches, validation_data=validation, epochs=epochs, callbacks=[batches.follow_epochs(), *callbacks],
+            shuffle=False, verbose=0,
+        )
+        return len(history.epoch)
+    from harness.tf_loops import EpochLoops
+
+    if split.loops is None:
+        split.loops = EpochLoops(head)
+    loops = split.loops
+    views = [loops.tensors(v) for v in views]
+    y, weights = loops.tensors(y), None if weights is None else loops.tensors(weights)
+    validation = None if validation is None else loops.tensors(validation)
+    callback_list = keras.callbacks.CallbackList(callbacks, model=head, epochs=epochs, verbose=0)
+    head.stop_training = False
+    callback_list.on_train_begin()
+    epoch = 0
+    for epoch in range(epochs):
+        callback_list.on_epoch_begin(epoch)
+        head.reset_metrics()
+        loops.train_epoch(views[epoch % len(views)], y, weights, epoch_order(seed, epoch, len(y)), batch_size)
+        logs = {name: float(value) for name, value in head.get_metrics_result().items()}
+        if validation is not None:
+            head.reset_metrics()
+            loops.test(*validation, batch_size)
+            logs |= {f"val_{name}": float(value) for name, value in head.get_metrics_result().items()}
+        callback_list.on_epoch_end(epoch, logs)
+        if head.stop_training:
+            break
+    callback_list.on_train_end()
+    return epoch + 1

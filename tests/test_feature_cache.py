@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.augment import Augment
-from harness.config import DatasetConfig, FineTune, TrainConfig
+from harness.config import DatasetConfig, EarlyStopping, FineTune, ReduceLR, TrainConfig
 from harness.data import load_dataset
 from harness.features import FeatureCache, backbone_key, split_model
 from harness.plugins import get_plugins
@@ -40,18 +40,27 @@ def _fit(plugins, dataset, train, cache, model="mobilenetv2", params=PARAMS, see
     return fit_fold(plugins.models.get(model), dataset, SIZE, dict(params), train, train_idx, val_idx, seed, cache=cache)
 
 
-def test_cached_head_training_matches_end_to_end_frozen_training(plugins, tmp_path):
+@pytest.mark.parametrize("extras", [{}, {"class_weight": "balanced", "label_smoothing": 0.1, "stopping": True}])
+def test_cached_head_training_matches_end_to_end_frozen_training(plugins, tmp_path, extras):
     dataset = _dataset(plugins, tmp_path)
-    # One batch per epoch: the two paths then see the same batches, whatever their shuffling.
-    train = TrainConfig(epochs=3, batch_size=64, weights="none", learning_rate=1e-2)
+    extras = dict(extras)
+    if extras.pop("stopping", False):
+        # both paths must compute the same held-out logs to stop and lower the rate alike
+        extras |= {"early_stopping": EarlyStopping(patience=1, validation_fraction=0.2),
+                   "reduce_lr": ReduceLR(patience=1, factor=0.5)}
+    # Several batches per epoch, the last one short: both paths take them in the same order.
+    train = TrainConfig(epochs=4, batch_size=6, weights="none", learning_rate=1e-2, **extras)
     # VGG16 has no BatchNormalization: its random features still tell the images apart.
     params = {"head": [16], "dropout": 0.0, "pooling": "avg"}
     end_to_end = _fit(plugins, dataset, train, cache=None, model="vgg16", params=params)
     cache = FeatureCache(tmp_path / "cache")
     cached = _fit(plugins, dataset, train, cache=cache, model="vgg16", params=params)
     assert cache.computed == len(dataset.labels)
+    assert cached.epochs_run == end_to_end.epochs_run
     np.testing.assert_allclose(cached.probabilities, end_to_end.probabilities, atol=1e-4)
     assert not np.allclose(cached.probabilities, cached.probabilities.mean(axis=0))  # it did learn something
+    other_seed = _fit(plugins, dataset, train, cache=cache, model="vgg16", params=params, seed=4)
+    assert not np.allclose(other_seed.probabilities, cached.probabilities, atol=1e-4)
 
 
 def test_features_are_computed_once_and_reused_across_trials_and_processes(plugins, tmp_path):
