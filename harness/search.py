@@ -249,7 +249,7 @@ def run_search(
                     optuna_study.stop()  # other workers may have done the rest
 
             optuna_study.optimize(
-                objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=True
+                objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False
             )
             if not any(t.state == TrialState.COMPLETE for t in optuna_study.trials):
                 raise HarnessError(

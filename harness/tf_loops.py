@@ -15,8 +15,7 @@ class EpochLoops:
 
     def __init__(self, model):
         self.model = model
-        self._train = tf.function(self._train_epoch, reduce_retracing=True)
-        self._test = tf.function(self._test_all, reduce_retracing=True)
+        self._traced: dict[str, tf.types.experimental.PolymorphicFunction] = {}
 
     @staticmethod
     def tensors(data):
@@ -24,13 +23,23 @@ class EpochLoops:
 
     def train_epoch(self, x, y, weights, order, batch_size: int) -> None:
         """One ``train_step`` per batch of rows taken in ``order``."""
-        self._train(x, y, weights, tf.constant(order), tf.constant(batch_size))
+        args = (x, y, tf.constant(order), tf.constant(batch_size)) + (() if weights is None else (weights,))
+        self._function("train" if weights is None else "train_weighted", self._train_epoch, args)(*args)
 
     def test(self, x, y, batch_size: int) -> None:
         """One ``test_step`` per batch, in row order (the model's metrics accumulate)."""
-        self._test(x, y, tf.constant(batch_size))
+        args = (x, y, tf.constant(batch_size))
+        self._function("test", self._test_all, args)(*args)
 
-    def _train_epoch(self, x, y, weights, order, batch):
+    def _function(self, name, python_function, args):
+        """Traced once for any number of rows (folds differ in size by a few)."""
+        if name not in self._traced:
+            any_rows = lambda t: tf.TensorSpec([None, *t.shape[1:]] if t.shape.rank else [], t.dtype)  # noqa: E731
+            signature = tf.nest.map_structure(any_rows, args)
+            self._traced[name] = tf.function(python_function, input_signature=signature)
+        return self._traced[name]
+
+    def _train_epoch(self, x, y, order, batch, weights=None):
         for start in tf.range(0, tf.shape(order)[0], batch):
             rows = order[start : start + batch]
             take = lambda a: tf.gather(a, rows)  # noqa: E731

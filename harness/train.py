@@ -424,7 +424,7 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx):
     images = dataset.images(image_size)
     ids = cache.ids(images)
     extractor, head, key = split.extractor, split.head, split.backbone_key
-    features = cache.features(extractor, key, images, ids, batch_size=max(train.batch_size, 32))
+    features = cache.features(extractor, key, images, ids, batch_size=max(train.batch_size, 64))
     extras = [dataset.one_hot(t.name.split(":")[0]) for t in head.inputs[1:]]
 
     def inputs(index, features=features):
