@@ -14,6 +14,7 @@ extractor's weights, its layer configuration (preprocessing included) and the in
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import os
 import tempfile
@@ -82,12 +83,19 @@ def content_ids(images: np.ndarray) -> list[str]:
 
 
 class FeatureCache:
-    """Pooled features on disk, with an in-process memo."""
+    """Pooled features on disk, with an in-process memo.
+
+    Each computed batch is one ``<name>.npy`` (rows of features) beside ``<name>.json`` (the rows'
+    image ids) under ``features/<backbone key>/<view>/``; any later list of images takes its rows
+    from whichever files hold them.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root) / "features"
         self._memo: dict[tuple[str, int, str], np.ndarray] = {}
         self._ids: dict[int, tuple[np.ndarray, list[str]]] = {}
+        self._stored: dict[Path, dict[str, tuple[str, int]]] = {}  # folder → id → (file name, row)
+        self._listed: set[Path] = set()
         self.computed = 0
         self.loaded = 0
 
@@ -113,32 +121,48 @@ class FeatureCache:
 
         Changes the global Keras seed when it augments: callers re-seed before training.
         """
-        out: list[np.ndarray | None] = []
-        missing = []
         folder = self.root / key / str(view)
-        for i, image_id in enumerate(ids):
-            found = self._memo.get((key, view, image_id))
-            if found is None:
-                path = folder / f"{image_id}.npy"
-                if path.exists():
-                    found = np.load(path, allow_pickle=False)
-                    self._memo[(key, view, image_id)] = found
-                    self.loaded += 1
-            out.append(found)
-            if found is None:
-                missing.append(i)
+        out = [self._memo.get((key, view, image_id)) for image_id in ids]
+        if any(found is None for found in out):
+            self._load(folder, key, view, {ids[i] for i, found in enumerate(out) if found is None})
+            out = [self._memo.get((key, view, image_id)) for image_id in ids]
+        missing = [i for i, found in enumerate(out) if found is None]
         if missing:
             batch = images[missing]
             if view > 0 and make_augmenter is not None:
                 batch = _augment(make_augmenter, batch, seed=view, batch_size=batch_size)
             computed = np.asarray(extractor.predict(batch, batch_size=batch_size, verbose=0), dtype="float32")
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, vector in zip(missing, computed):
-                self._memo[(key, view, ids[i])] = vector
-                _save(folder / f"{ids[i]}.npy", vector)
-                out[i] = vector
+            new_ids = list(dict.fromkeys(ids[i] for i in missing))
+            rows = {image_id: row for row, image_id in zip(computed, (ids[i] for i in missing))}
+            _save_rows(folder, new_ids, np.stack([rows[i] for i in new_ids]))
+            for i in missing:
+                out[i] = self._memo[(key, view, ids[i])] = rows[ids[i]]
             self.computed += len(missing)
         return np.stack(out)
+
+    def _load(self, folder: Path, key: str, view: int, wanted: set[str]) -> None:
+        """Memoise the stored rows of ``wanted`` ids (re-reading the folder: other workers add files)."""
+        stored = self._stored.setdefault(folder, {})
+        for listing in sorted(folder.glob("*.json")) if folder.exists() else []:
+            if listing in self._listed:
+                continue
+            try:
+                names = json.loads(listing.read_text())
+            except (OSError, ValueError):
+                continue  # unreadable: those rows are computed again
+            self._listed.add(listing)
+            stored.update({image_id: (listing.stem, row) for row, image_id in enumerate(names)})
+        by_file: dict[str, list[str]] = {}
+        for image_id in wanted & stored.keys():
+            by_file.setdefault(stored[image_id][0], []).append(image_id)
+        for name, image_ids in by_file.items():
+            try:
+                rows = np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                for image_id in image_ids:
+                    self._memo[(key, view, image_id)] = np.array(rows[stored[image_id][1]])
+            except (OSError, ValueError, IndexError):
+                continue
+            self.loaded += len(image_ids)
 
 
 def _augment(make_augmenter, images: np.ndarray, seed: int, batch_size: int) -> np.ndarray:
@@ -153,9 +177,17 @@ def _augment(make_augmenter, images: np.ndarray, seed: int, batch_size: int) -> 
     return np.concatenate(chunks).astype("float32")
 
 
-def _save(path: Path, array: np.ndarray) -> None:
+def _save_rows(folder: Path, ids: list[str], rows: np.ndarray) -> None:
+    """One file of rows and, after it, the list of their ids: a reader that finds the list finds the rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
+    _save(folder / f"{name}.npy", lambda fh: np.save(fh, rows, allow_pickle=False))
+    _save(folder / f"{name}.json", lambda fh: fh.write(json.dumps(ids).encode()))
+
+
+def _save(path: Path, write) -> None:
     """Write-then-rename, so a crash or a concurrent worker never leaves a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
+        write(fh)
     os.replace(tmp, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,8 @@ def test_augmented_views_are_cached_per_view_and_give_the_same_result_warm(plugi
     cold = _fit(plugins, dataset, train, cold_cache)
     n_train = len(_split(len(dataset.labels))[0])
     assert cold_cache.computed == len(dataset.labels) + 2 * n_train
-    assert len(list((tmp_path / "cache" / "features").glob("*/2/*.npy"))) == n_train
+    [listing] = (tmp_path / "cache" / "features").glob("*/2/*.json")  # one file of rows per computed batch
+    assert len(json.loads(listing.read_text())) == np.load(listing.with_suffix(".npy")).shape[0] == n_train
     warm_cache = FeatureCache(tmp_path / "cache")
     warm = _fit(plugins, dataset, train, warm_cache)
     assert warm_cache.computed == 0
@@ -170,3 +172,26 @@ def test_a_kept_model_gives_each_fold_what_a_fresh_build_gives(plugins, tmp_path
     assert not np.array_equal(first, other)
     forget_kept_model()
     assert np.array_equal(fit(7), first) and len(builds) == 2
+
+
+def test_stored_rows_serve_any_later_list_of_images_and_lost_files_are_recomputed(tmp_path):
+    import keras
+
+    from harness.features import content_ids
+
+    images = np.random.default_rng(0).integers(0, 255, (8, 4, 4, 3), dtype="uint8")
+    ids = content_ids(images)
+    extractor = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.GlobalAveragePooling2D()])
+    expected = images.astype("float32").mean(axis=(1, 2))
+    first = FeatureCache(tmp_path)
+    np.testing.assert_allclose(first.features(extractor, "k", images[:6], ids[:6]), expected[:6], rtol=1e-6)
+    later = FeatureCache(tmp_path)  # another run: two rows stored, one new
+    rows = [5, 2, 7]
+    got = later.features(extractor, "k", images[rows], [ids[i] for i in rows])
+    np.testing.assert_allclose(got, expected[rows], rtol=1e-6)
+    assert (later.loaded, later.computed) == (2, 1)
+    for stored in (tmp_path / "features" / "k" / "0").glob("*.npy"):
+        stored.unlink()
+    lost = FeatureCache(tmp_path)
+    np.testing.assert_allclose(lost.features(extractor, "k", images[:3], ids[:3]), expected[:3], rtol=1e-6)
+    assert (lost.loaded, lost.computed) == (0, 3)
