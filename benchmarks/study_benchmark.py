@@ -12,9 +12,10 @@
     GlobalAveragePooling + Dense head, ``model.fit`` per fold per trial.
 floor: one cold decode of every image by the harness decoder (empty cache) + one MobileNetV2
     forward pass over them (model build excluded).
-head fits: what Keras alone needs for the heads' training: the same Dense head compiled once and
-    fitted once per fold record (same training-set sizes, epochs and batch size) on stand-in
-    features; the harness cannot go below floor + head fits while it trains heads with model.fit.
+head fits (for reference): what Keras's ``fit`` alone costs for the heads' training: the same Dense
+    head compiled once and fitted once per fold record (same training-set sizes, epochs and batch
+    size) on stand-in features. With TensorFlow the harness trains heads in its own traced loop
+    (harness/tf_loops.py) instead, which is why it can beat floor + head fits.
 
 No network here: ImageNet weights cannot be downloaded, so both sides use random weights
 (weights = "none"). Not a test: run it by hand, e.g.
@@ -268,7 +269,7 @@ def main() -> None:
         print(
             f"head fits: {len(records)} × Keras model.fit of the bare head = {fits_s:.1f} s; floor + head fits = "
             f"{floor_s + fits_s:.1f} s ({(floor_s + fits_s) / floor_s:.2f}× the floor): the least a harness training "
-            "heads with model.fit can take here"
+            "heads with model.fit could take here (the harness does not, on TensorFlow)"
         )
 
         if args.skip_studies_way:
