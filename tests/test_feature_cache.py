@@ -195,3 +195,25 @@ def test_stored_rows_serve_any_later_list_of_images_and_lost_files_are_recompute
     lost = FeatureCache(tmp_path)
     np.testing.assert_allclose(lost.features(extractor, "k", images[:3], ids[:3]), expected[:3], rtol=1e-6)
     assert (lost.loaded, lost.computed) == (0, 3)
+
+
+def test_with_tensorflow_heads_train_in_one_traced_loop_not_fit(plugins, tmp_path, monkeypatch):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the traced loop is TensorFlow's fast path; other backends use fit")
+    from harness import train as training
+
+    fits = []
+    original = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: fits.append(self) or original(self, *a, **k))
+    dataset = _dataset(plugins, tmp_path)
+    train = TrainConfig(epochs=2, batch_size=4, weights="none")
+    cache = FeatureCache(tmp_path / "cache")
+    train_idx, val_idx = _split(len(dataset.labels))
+    spec = plugins.models.get("mobilenetv2")
+    for seed, rows in ((1, train_idx), (2, train_idx[:-3])):  # folds of different sizes
+        fit_fold(spec, dataset, SIZE, dict(PARAMS), train, rows, val_idx, seed, cache=cache)
+    assert fits == []
+    loops = training._kept.loops
+    assert {name: f.experimental_get_tracing_count() for name, f in loops._traced.items()} == {"train": 1}
