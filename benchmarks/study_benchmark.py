@@ -12,6 +12,8 @@
     GlobalAveragePooling + Dense head, ``model.fit`` per fold per trial.
 floor: one cold decode of every image by the harness decoder (empty cache) + one MobileNetV2
     forward pass over them (model build excluded).
+Before any timing, one throwaway MobileNetV2 prediction warms TensorFlow up (its one-off start-up
+    would otherwise land on the harness, which runs first).
 head fits (for reference): what Keras's ``fit`` alone costs for the heads' training: the same Dense
     head compiled once and fitted once per fold record (same training-set sizes, epochs and batch
     size) on stand-in features. With TensorFlow the harness trains heads in its own traced loop
@@ -102,6 +104,19 @@ def others_running() -> str:
 
     out = subprocess.run(["pgrep", "-af", "pytest|harness run"], capture_output=True, text=True).stdout
     return "\n".join(line for line in out.splitlines() if str(os.getpid()) != line.split()[0] and "pgrep" not in line)
+
+
+def warm_up(size: int) -> float:
+    """One throwaway MobileNetV2 prediction, untimed: the first network run in a process pays
+    TensorFlow's one-off start-up (thread pools, oneDNN), 1–2.5 s here, which would otherwise land on
+    whichever side runs first (the harness)."""
+    import keras
+
+    start = time.perf_counter()
+    model = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(size, size, 3))
+    model.predict(np.zeros((2, size, size, 3), "float32"), verbose=0)
+    keras.backend.clear_session()
+    return time.perf_counter() - start
 
 
 def run_harness(study_file: Path, results: Path, cache: Path) -> float:
@@ -246,6 +261,7 @@ def main() -> None:
         f"{args.size} px, {args.folds} folds × {args.trials} trials × {args.epochs} epochs, batch {args.batch}, views {views}"
     )
 
+    print(f"warm-up (untimed start-up, neither side's work): {warm_up(args.size):.1f} s")
     work = Path(tempfile.mkdtemp(prefix="study_benchmark_"))
     try:
         study_file = work / "bench.toml"
