@@ -21,12 +21,12 @@ class EpochLoops:
     def tensors(data):
         return tf.nest.map_structure(tf.convert_to_tensor, data)
 
-    def train_epoch(self, x, y, weights, order, batch_size: int) -> None:
+    def train_epoch(self, x, y, sample_weights, order, batch_size: int) -> None:
         """One ``train_step`` per batch of rows taken in ``order``."""
-        args = (x, y, tf.constant(order), tf.constant(batch_size)) + (() if weights is None else (weights,))
+        args = (x, y, tf.constant(order), tf.constant(batch_size)) + (() if sample_weights is None else (sample_weights,))
         if not self._traced:
             self._build_state(x, y)
-        self._function("train" if weights is None else "train_weighted", self._train_epoch, args)(*args)
+        self._function("train" if sample_weights is None else "train_weighted", self._train_epoch, args)(*args)
 
     def test(self, x, y, batch_size: int) -> None:
         """One ``test_step`` per batch, in row order (the model's metrics accumulate)."""
@@ -48,12 +48,12 @@ class EpochLoops:
             self._traced[name] = tf.function(python_function, input_signature=signature)
         return self._traced[name]
 
-    def _train_epoch(self, x, y, order, batch, weights=None):
+    def _train_epoch(self, x, y, order, batch, sample_weights=None):
         for start in tf.range(0, tf.shape(order)[0], batch):
             rows = order[start : start + batch]
             take = lambda a: tf.gather(a, rows)  # noqa: E731
             data = (tf.nest.map_structure(take, x), take(y))
-            self.model.train_step(data if weights is None else (*data, take(weights)))
+            self.model.train_step(data if sample_weights is None else (*data, take(sample_weights)))
 
     def _test_all(self, x, y, batch):
         for start in tf.range(0, tf.shape(y)[0], batch):

@@ -259,9 +259,9 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         fit_pos, stop_pos = inner_split(dataset.labels[train_idx], dataset.groups[train_idx], fraction, seed)
         fit_idx, stop_idx = train_idx[fit_pos], train_idx[stop_pos]
     class_weight = balanced_class_weight(dataset.labels[fit_idx]) if train.class_weight == "balanced" else None
-    weights = None
+    sample_weights = None
     if class_weight is not None:
-        weights = np.array([class_weight[int(c)] for c in dataset.labels[fit_idx]], dtype="float32")
+        sample_weights = np.array([class_weight[int(c)] for c in dataset.labels[fit_idx]], dtype="float32")
     y = targets(dataset.labels[fit_idx], num_classes, smoothing)
 
     def validation(index_inputs):
@@ -270,7 +270,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         return index_inputs(stop_idx), targets(dataset.labels[stop_idx], num_classes, smoothing)
 
     def fit_args(index_inputs):
-        batches = shuffled_batches([index_inputs(fit_idx)], y, weights, train.batch_size, seed)
+        batches = shuffled_batches([index_inputs(fit_idx)], y, sample_weights, train.batch_size, seed)
         return dict(
             x=batches, validation_data=validation(index_inputs), shuffle=False, verbose=0,
             callbacks=[batches.follow_epochs(), *_callbacks(train, on_epoch)],
@@ -285,7 +285,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         head_inputs, views = _cached_features(cache, split, spec, dataset, image_size, train, fit_idx)
         _compile_head(split, train)
         epochs_run = fit_head(
-            split, views or [head_inputs(fit_idx)], y, weights, validation(head_inputs), train.epochs,
+            split, views or [head_inputs(fit_idx)], y, sample_weights, validation(head_inputs), train.epochs,
             train.batch_size, seed, _callbacks(train, on_epoch),
         )
         if train.fine_tune is not None:
@@ -427,7 +427,7 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx):
     features = cache.features(extractor, key, images, ids, batch_size=max(train.batch_size, 64))
     extras = [dataset.one_hot(t.name.split(":")[0]) for t in head.inputs[1:]]
 
-    def inputs(index, features=features):
+    def inputs(index):
         return [features[index], *(e[index] for e in extras)] if extras else features[index]
 
     if train.views == 0:
@@ -451,7 +451,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def shuffled_batches(views: list, y: np.ndarray, weights: np.ndarray | None, batch_size: int, seed: int):
+def shuffled_batches(views: list, y: np.ndarray, sample_weights: np.ndarray | None, batch_size: int, seed: int):
     """A ``keras.utils.PyDataset`` of training batches in ``epoch_order``; epoch e serves
     ``views[e % len(views)]`` (augmented views of the features). Fit it with ``shuffle=False`` and
     its ``follow_epochs()`` callback, which tells it the epoch (Keras may peek at batches first)."""
@@ -468,7 +468,7 @@ def shuffled_batches(views: list, y: np.ndarray, weights: np.ndarray | None, bat
         def __getitem__(self, i):
             rows = self.order[i * batch_size : (i + 1) * batch_size]
             x = keras.tree.map_structure(lambda a: a[rows], views[self.epoch % len(views)])
-            return (x, y[rows]) if weights is None else (x, y[rows], weights[rows])
+            return (x, y[rows]) if sample_weights is None else (x, y[rows], sample_weights[rows])
 
         def follow_epochs(self):
             def begin(epoch, logs=None):
@@ -479,8 +479,8 @@ def shuffled_batches(views: list, y: np.ndarray, weights: np.ndarray | None, bat
     return ShuffledBatches()
 
 
-def fit_head(split: FrozenSplit, views: list, y, weights, validation, epochs: int, batch_size: int, seed: int,
-             callbacks: list) -> int:
+def fit_head(split: FrozenSplit, views: list, y, sample_weights, validation, epochs: int, batch_size: int,
+             seed: int, callbacks: list) -> int:
     """Train the head on in-memory features for up to ``epochs``; returns the epochs run.
 
     With TensorFlow each epoch is one call of a traced loop over the head's own ``train_step``
@@ -490,7 +490,7 @@ def fit_head(split: FrozenSplit, views: list, y, weights, validation, epochs: in
     keras = _keras()
     head = split.head
     if keras.backend.backend() != "tensorflow":
-        batches = shuffled_batches(views, y, weights, batch_size, seed)
+        batches = shuffled_batches(views, y, sample_weights, batch_size, seed)
         history = head.fit(
             batches, validation_data=validation, epochs=epochs, callbacks=[batches.follow_epochs(), *callbacks],
             shuffle=False, verbose=0,
@@ -502,7 +502,8 @@ def fit_head(split: FrozenSplit, views: list, y, weights, validation, epochs: in
         split.loops = EpochLoops(head)
     loops = split.loops
     views = [loops.tensors(v) for v in views]
-    y, weights = loops.tensors(y), None if weights is None else loops.tensors(weights)
+    y = loops.tensors(y)
+    sample_weights = None if sample_weights is None else loops.tensors(sample_weights)
     validation = None if validation is None else loops.tensors(validation)
     callback_list = keras.callbacks.CallbackList(callbacks, model=head, epochs=epochs, verbose=0)
     head.stop_training = False
@@ -511,7 +512,8 @@ def fit_head(split: FrozenSplit, views: list, y, weights, validation, epochs: in
     for epoch in range(epochs):
         callback_list.on_epoch_begin(epoch)
         head.reset_metrics()
-        loops.train_epoch(views[epoch % len(views)], y, weights, epoch_order(seed, epoch, len(y)), batch_size)
+        order = epoch_order(seed, epoch, len(y))
+        loops.train_epoch(views[epoch % len(views)], y, sample_weights, order, batch_size)
         logs = {name: float(value) for name, value in head.get_metrics_result().items()}
         if validation is not None:
             head.reset_metrics()
