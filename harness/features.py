@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import os
+import random
 import tempfile
 from pathlib import Path
 
@@ -119,7 +119,7 @@ class FeatureCache:
         """Features of ``images`` (n, h, w, 3 uint8) for ``view``: 0 is the image itself; views 1..V
         pass first through the layer ``make_augmenter()`` builds, in training mode, seeded by view.
 
-        Changes the global Keras seed when it augments: callers re-seed before training.
+        Changes the global seeds when it augments (training does not depend on them).
         """
         folder = self.root / key / str(view)
         out = [self._memo.get((key, view, image_id)) for image_id in ids]

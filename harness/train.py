@@ -28,8 +28,8 @@ from harness.features import FeatureCache, backbone_key, reset_head, split_model
 from harness.specs import BuildContext, ModelSpec
 
 
-#: The head on cached features runs this many batches per call of its train function: one call
-#: per epoch of a typical fold, instead of one per batch (identical arithmetic, less overhead).
+#: Where the head on cached features trains with ``fit`` (backends other than TensorFlow), it runs
+#: this many batches per call of its train function instead of one (identical arithmetic).
 HEAD_STEPS_PER_EXECUTION = 64
 
 
@@ -269,15 +269,14 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
             return None
         return index_inputs(stop_idx), targets(dataset.labels[stop_idx], num_classes, smoothing)
 
-    def fit_args(index_inputs):
-        batches = shuffled_batches([index_inputs(fit_idx)], y, sample_weights, train.batch_size, seed)
-        return dict(
-            x=batches, validation_data=validation(index_inputs), shuffle=False, verbose=0,
-            callbacks=[batches.follow_epochs(), *_callbacks(train, on_epoch)],
-        )
-
     def image_inputs(index):
         return model_inputs(spec, dataset, image_size, index)
+
+    def fit_end_to_end(**epochs):
+        return fit_in_order(
+            model, [image_inputs(fit_idx)], y, sample_weights, train.batch_size, seed, _callbacks(train, on_epoch),
+            validation_data=validation(image_inputs), **epochs,
+        )
 
     model, base, split = _model_for_fold(spec, context, train, seed, cache)
     started = time.perf_counter()
@@ -294,7 +293,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         model = _augmented(model, train)
         compile_model(model, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
         keras.utils.set_random_seed(seed)
-        history = model.fit(epochs=train.epochs, **fit_args(image_inputs))
+        history = fit_end_to_end(epochs=train.epochs)
         epochs_run = len(history.epoch)
     if train.fine_tune is not None:
         ft = train.fine_tune
@@ -303,7 +302,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         set_base_trainable(base, True, from_layer=ft.from_layer, last=ft.last)
         # Recompiling makes the new trainable set take effect; the phase goes on from where phase one stopped.
         compile_model(model, train.optimizer, ft.learning_rate, smoothing, jit_compile=train.jit_compile)
-        history = model.fit(initial_epoch=epochs_run, epochs=epochs_run + ft.epochs, **fit_args(image_inputs))
+        history = fit_end_to_end(initial_epoch=epochs_run, epochs=epochs_run + ft.epochs)
         epochs_run += len(history.epoch)
     fit_seconds = time.perf_counter() - started
     if split is not None and train.fine_tune is None:
@@ -479,6 +478,12 @@ def shuffled_batches(views: list, y: np.ndarray, sample_weights: np.ndarray | No
     return ShuffledBatches()
 
 
+def fit_in_order(model, views: list, y, sample_weights, batch_size: int, seed: int, callbacks: list, **fit_kwargs):
+    """``model.fit`` on ``shuffled_batches`` (batches in ``epoch_order``); returns its History."""
+    batches = shuffled_batches(views, y, sample_weights, batch_size, seed)
+    return model.fit(batches, shuffle=False, verbose=0, callbacks=[batches.follow_epochs(), *callbacks], **fit_kwargs)
+
+
 def fit_head(split: FrozenSplit, views: list, y, sample_weights, validation, epochs: int, batch_size: int,
              seed: int, callbacks: list) -> int:
     """Train the head on in-memory features for up to ``epochs``; returns the epochs run.
@@ -490,10 +495,8 @@ def fit_head(split: FrozenSplit, views: list, y, sample_weights, validation, epo
     keras = _keras()
     head = split.head
     if keras.backend.backend() != "tensorflow":
-        batches = shuffled_batches(views, y, sample_weights, batch_size, seed)
-        history = head.fit(
-            batches, validation_data=validation, epochs=epochs, callbacks=[batches.follow_epochs(), *callbacks],
-            shuffle=False, verbose=0,
+        history = fit_in_order(
+            head, views, y, sample_weights, batch_size, seed, callbacks, validation_data=validation, epochs=epochs
         )
         return len(history.epoch)
     from harness.tf_loops import EpochLoops

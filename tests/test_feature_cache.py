@@ -201,7 +201,8 @@ def test_with_tensorflow_heads_train_in_one_traced_loop_not_fit(plugins, tmp_pat
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        pytest.skip("the traced loop is TensorFlow's fast path; other backends use fit")
+        pytest.skip("the traced loop exists only under the TensorFlow backend (other backends train heads with "
+                    "fit, run by test_backends.py::test_tiny_study_runs_on_jax)")
     from harness import train as training
 
     fits = []
