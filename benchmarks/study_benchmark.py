@@ -1,19 +1,27 @@
 """Study benchmark: the same K-fold × N-trial search run the studies' way and by the harness.
 
-(b) harness: a temporary study (MobileNetV2, weights = "none", frozen base, fixed Dense head,
+The backbone is MobileNetV2 unless ``--model`` names another study backbone (resnet50, vgg16,
+xception); every side uses it with a fixed Dense 256 head.
+
+(b) harness: a temporary study (the backbone, weights = "none", frozen base, Dense 256 head,
     learning-rate search) run by ``harness.cli.main`` with a fresh, empty HARNESS_CACHE, so its
-    timing includes loading the dataset (the cold decode), the one backbone pass of the feature
-    cache, every head fit and the search.
+    timing includes loading the dataset (the cold decode), building the model, the one backbone
+    pass of the feature cache, every head fit and the search.
 (a) the studies' way, as the reports wrote it, replaying the harness's own trials (their learning
     rates) on the harness's own folds: for each trial and fold, a folder of symlinks
     train/<class>/…, val/<class>/…, ``keras.utils.image_dataset_from_directory`` from disk, a frozen
-    ``keras.applications.MobileNetV2(include_top=False, weights=None)`` base (the same random
-    weights: seeded with ``harness.backbones.RANDOM_BASE_SEED``) + preprocess_input +
-    GlobalAveragePooling + Dense head, ``model.fit`` per fold per trial.
-floor: one cold decode of every image by the harness decoder (empty cache) + one MobileNetV2
-    forward pass over them (model build excluded).
-Before any timing, one throwaway MobileNetV2 prediction warms TensorFlow up (its one-off start-up
-    would otherwise land on the harness, which runs first).
+    ``keras.applications`` base with ``weights=None`` (the same random weights: seeded with
+    ``harness.backbones.RANDOM_BASE_SEED``) + its preprocess_input + GlobalAveragePooling + Dense
+    head, ``model.fit`` per fold per trial.
+floor: one cold decode of every image by the harness decoder (empty cache) + one pass of the
+    harness's own extractor (preprocessing → backbone → pooling; its build excluded) over them, by
+    the fastest pass the harness has (``harness.train.forward_pass``: with TensorFlow a lean traced
+    function, 0.6–1 s quicker for MobileNetV2 here than Keras's ``predict``, which the floor used
+    before the harness did too).
+Before any timing, one throwaway pass of the backbone over a full batch of blank images warms
+    TensorFlow up: its one-off start-up (thread pools, oneDNN kernels for the batch shape) would
+    otherwise land on whichever side runs first (the harness) and be skipped by the floor, measured
+    after it.
 head fits (for reference): what Keras's ``fit`` alone costs for the heads' training: the same Dense
     head compiled once and fitted once per fold record (same training-set sizes, epochs and batch
     size) on stand-in features. With TensorFlow the harness trains heads in its own traced loop
@@ -24,6 +32,7 @@ No network here: ImageNet weights cannot be downloaded, so both sides use random
 
     python benchmarks/study_benchmark.py                      # sports15 train split, 4 classes
     python benchmarks/study_benchmark.py --classes 0 --split ""   # all 2,385 images (slow on a CPU)
+    python benchmarks/study_benchmark.py --model resnet50 --size 224 --skip-studies-way  # harness vs floor
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ sampler = "random"
 space.learning_rate = {{ low = 3e-4, high = 3e-3, log = true }}
 
 [[candidates]]
-model = "mobilenetv2"
+model = "{model}"
 head = [256]
 dropout = 0.0
 """
@@ -106,15 +115,35 @@ def others_running() -> str:
     return "\n".join(line for line in out.splitlines() if str(os.getpid()) != line.split()[0] and "pgrep" not in line)
 
 
-def warm_up(size: int) -> float:
-    """One throwaway MobileNetV2 prediction, untimed: the first network run in a process pays
-    TensorFlow's one-off start-up (thread pools, oneDNN), 1–2.5 s here, which would otherwise land on
-    whichever side runs first (the harness)."""
+#: The study backbones the benchmark can run: harness model name → keras.applications names.
+APPLICATIONS = {
+    "mobilenetv2": ("MobileNetV2", "mobilenet_v2"),
+    "resnet50": ("ResNet50", "resnet50"),
+    "vgg16": ("VGG16", "vgg16"),
+    "xception": ("Xception", "xception"),
+}
+
+
+def application_of(model_name: str):
+    """``(constructor, preprocess_input)`` from keras.applications for a harness model name."""
     import keras
 
+    constructor, module = APPLICATIONS[model_name]
+    return getattr(keras.applications, constructor), getattr(keras.applications, module).preprocess_input
+
+
+def warm_up(model_name: str, size: int, batch: int = 64) -> float:
+    """One throwaway pass of the backbone over ``batch`` blank images (the harness's and the floor's
+    feature batch), untimed: the first pass in a process pays TensorFlow's one-off start-up,
+    1–2.5 s here."""
+    import keras
+
+    from harness.train import forward_pass
+
     start = time.perf_counter()
-    model = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(size, size, 3))
-    model.predict(np.zeros((2, size, size, 3), "float32"), verbose=0)
+    application, _ = application_of(model_name)
+    model = application(include_top=False, weights=None, input_shape=(size, size, 3))
+    forward_pass(model, np.zeros((batch, size, size, 3), "float32"), batch)
     keras.backend.clear_session()
     return time.perf_counter() - start
 
@@ -140,6 +169,7 @@ def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Pa
     from harness.search import fold_seed
 
     folds = pd.read_csv(folds_csv, dtype={"id": str, "label": str, "group": str}, keep_default_na=False)
+    application, preprocess_input = application_of(args.model)
     accuracies = []
     start = time.perf_counter()
     for record in records:
@@ -160,10 +190,10 @@ def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Pa
         keras.backend.clear_session()
         # The harness's seeding: the base from RANDOM_BASE_SEED, the head from the fold seed.
         keras.utils.set_random_seed(RANDOM_BASE_SEED)
-        base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(*size, 3))
+        base = application(include_top=False, weights=None, input_shape=(*size, 3))
         base.trainable = False
         inputs = keras.Input(shape=(*size, 3))
-        x = keras.applications.mobilenet_v2.preprocess_input(inputs)
+        x = preprocess_input(inputs)
         x = base(x, training=False)
         x = keras.layers.GlobalAveragePooling2D()(x)
         keras.utils.set_random_seed(fold_seed(42, record["config_id"], record["repeat"], record["fold"]))
@@ -181,12 +211,14 @@ def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Pa
     return time.perf_counter() - start, accuracies
 
 
-def floor(paths: list[str], size: int, cache: Path) -> tuple[float, float]:
-    """Cold decode (harness decoder, empty cache) and one MobileNetV2 pass over the same images."""
-    import keras
-
-    from harness.backbones import RANDOM_BASE_SEED, Preprocess
+def floor(paths: list[str], model_name: str, classes: int, size: int, cache: Path) -> tuple[float, float]:
+    """Cold decode (harness decoder, empty cache) and one pass of the harness's own extractor for
+    the model (image → preprocessing → backbone → pooling) over the same images."""
+    from harness.features import split_model
     from harness.images import ImageStore
+    from harness.plugins import get_plugins
+    from harness.specs import BuildContext
+    from harness.train import forward_pass
 
     start = time.perf_counter()
     store = ImageStore(cache, progress=False)
@@ -194,12 +226,12 @@ def floor(paths: list[str], size: int, cache: Path) -> tuple[float, float]:
     pixels = np.asarray(store.pixels(paths, [p.hash for p in probes], (size, size)))
     store.close()
     decode = time.perf_counter() - start
-    keras.utils.set_random_seed(RANDOM_BASE_SEED)
-    image = keras.Input(shape=(size, size, 3))
-    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(size, size, 3))
-    extractor = keras.Model(image, keras.layers.GlobalAveragePooling2D()(base(Preprocess("tf")(image))))
+    spec = get_plugins().models.get(model_name)
+    params = {**spec.params, "head": [256], "dropout": 0.0}
+    model = spec.build(BuildContext(num_classes=classes, image_size=(size, size), params=params, weights="none"))
+    extractor, _ = split_model(model)
     start = time.perf_counter()
-    extractor.predict(pixels, batch_size=64, verbose=0)
+    forward_pass(extractor, pixels, 64)
     return decode, time.perf_counter() - start
 
 
@@ -233,6 +265,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=default / "sports15", help="sports15 folder (train/valid/test/<sport>)")
     parser.add_argument("--split", default="train", help='split folder to use; "" pools all three (default train)')
     parser.add_argument("--classes", type=int, default=4, help="first N of the study's 15 sports; 0 = all 15 (default 4)")
+    parser.add_argument("--model", choices=sorted(APPLICATIONS), default="mobilenetv2", help="backbone (default mobilenetv2)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=4)
@@ -257,17 +290,17 @@ def main() -> None:
         p.read_bytes()
     views = 0
     print(
-        f"data: {root} split {splits or 'all'}, {len(classes)} classes, {len(files)} files; MobileNetV2 at "
+        f"data: {root} split {splits or 'all'}, {len(classes)} classes, {len(files)} files; {args.model} at "
         f"{args.size} px, {args.folds} folds × {args.trials} trials × {args.epochs} epochs, batch {args.batch}, views {views}"
     )
 
-    print(f"warm-up (untimed start-up, neither side's work): {warm_up(args.size):.1f} s")
+    print(f"warm-up (untimed start-up, neither side's work): {warm_up(args.model, args.size):.1f} s")
     work = Path(tempfile.mkdtemp(prefix="study_benchmark_"))
     try:
         study_file = work / "bench.toml"
         study_file.write_text(STUDY.format(
             root=root, splits=json.dumps(splits), classes=json.dumps(classes), size=args.size, folds=args.folds,
-            epochs=args.epochs, batch=args.batch, trials=args.trials,
+            epochs=args.epochs, batch=args.batch, trials=args.trials, model=args.model,
         ))
         harness_s = run_harness(study_file, work / "results", work / "cache")
         results = work / "results" / "bench"
@@ -278,9 +311,9 @@ def main() -> None:
         import pandas as pd
 
         ids = pd.read_csv(results / "folds.csv", dtype={"id": str}, keep_default_na=False)["id"]
-        decode_s, forward_s = floor([str(root / i) for i in ids], args.size, work / "floor_cache")
+        decode_s, forward_s = floor([str(root / i) for i in ids], args.model, len(classes), args.size, work / "floor_cache")
         floor_s = decode_s + forward_s
-        print(f"floor: cold decode {decode_s:.1f} s + one MobileNetV2 pass {forward_s:.1f} s = {floor_s:.1f} s ({len(ids)} images)")
+        print(f"floor: cold decode {decode_s:.1f} s + one {args.model} pass {forward_s:.1f} s = {floor_s:.1f} s ({len(ids)} images)")
         fits_s = head_fits(results / "folds.csv", records, args)
         print(
             f"head fits: {len(records)} × Keras model.fit of the bare head = {fits_s:.1f} s; floor + head fits = "

@@ -115,9 +115,11 @@ class FeatureCache:
         view: int = 0,
         make_augmenter=None,
         batch_size: int = 64,
+        predict=None,
     ) -> np.ndarray:
         """Features of ``images`` (n, h, w, 3 uint8) for ``view``: 0 is the image itself; views 1..V
         pass first through the layer ``make_augmenter()`` builds, in training mode, seeded by view.
+        ``predict(extractor, images, batch_size)`` computes them (default: the extractor's ``predict``).
 
         Changes the global seeds when it augments (training does not depend on them).
         """
@@ -131,7 +133,11 @@ class FeatureCache:
             batch = images[missing]
             if view > 0 and make_augmenter is not None:
                 batch = _augment(make_augmenter, batch, seed=view, batch_size=batch_size)
-            computed = np.asarray(extractor.predict(batch, batch_size=batch_size, verbose=0), dtype="float32")
+            if predict is None:
+                computed = extractor.predict(batch, batch_size=batch_size, verbose=0)
+            else:
+                computed = predict(extractor, batch, batch_size)
+            computed = np.asarray(computed, dtype="float32")
             new_ids = list(dict.fromkeys(ids[i] for i in missing))
             rows = {image_id: row for row, image_id in zip(computed, (ids[i] for i in missing))}
             _save_rows(folder, new_ids, np.stack([rows[i] for i in new_ids]))

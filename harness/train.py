@@ -423,7 +423,8 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx):
     images = dataset.images(image_size)
     ids = cache.ids(images)
     extractor, head, key = split.extractor, split.head, split.backbone_key
-    features = cache.features(extractor, key, images, ids, batch_size=max(train.batch_size, 64))
+    batch_size = max(train.batch_size, 64)
+    features = cache.features(extractor, key, images, ids, batch_size=batch_size, predict=forward_pass)
     extras = [dataset.one_hot(t.name.split(":")[0]) for t in head.inputs[1:]]
 
     def inputs(index):
@@ -439,9 +440,21 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx):
 
     views = []
     for view in range(1, train.views + 1):
-        computed = cache.features(extractor, key, images[fit_idx], [ids[i] for i in fit_idx], view, make_augmenter)
+        computed = cache.features(
+            extractor, key, images[fit_idx], [ids[i] for i in fit_idx], view, make_augmenter, batch_size, forward_pass
+        )
         views.append([computed, *(e[fit_idx] for e in extras)] if extras else computed)
     return inputs, views
+
+
+def forward_pass(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model``'s outputs for the rows of ``x`` (inference mode): with TensorFlow in a lean traced
+    function of its own (see ``harness.tf_loops``), else with ``predict``."""
+    if _keras().backend.backend() != "tensorflow":
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    from harness.tf_loops import predict
+
+    return predict(model, x, batch_size)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:

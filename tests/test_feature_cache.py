@@ -218,3 +218,30 @@ def test_with_tensorflow_heads_train_in_one_traced_loop_not_fit(plugins, tmp_pat
     assert fits == []
     loops = training._kept.loops
     assert {name: f.experimental_get_tracing_count() for name, f in loops._traced.items()} == {"train": 1}
+
+
+def test_feature_pass_matches_predict_and_with_tensorflow_is_traced_once_not_predict(monkeypatch):
+    import keras
+
+    from harness.train import forward_pass
+
+    images = np.random.default_rng(0).integers(0, 255, (11, 8, 8, 3), dtype="uint8")
+    keras.utils.set_random_seed(0)
+    extractor = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.BatchNormalization(), keras.layers.Dropout(0.5), keras.layers.GlobalAveragePooling2D(),
+    ])
+    expected = extractor.predict(images, batch_size=4, verbose=0)
+    predicts, original = [], keras.Model.predict
+    monkeypatch.setattr(keras.Model, "predict", lambda self, *a, **k: predicts.append(self) or original(self, *a, **k))
+    for rows, batch in ((11, 4), (5, 4), (11, 64)):  # a short last batch, fewer rows, one batch
+        np.testing.assert_allclose(forward_pass(extractor, images[:rows], batch), expected[:rows], rtol=1e-5, atol=1e-7)
+    # float rows too (augmented views are float32 images)
+    np.testing.assert_allclose(forward_pass(extractor, images.astype("float32"), 4), expected, rtol=1e-5, atol=1e-7)
+    if keras.backend.backend() == "tensorflow":
+        from harness.tf_loops import _forward_passes
+
+        assert predicts == []
+        assert [f.experimental_get_tracing_count() for f in _forward_passes[extractor].values()] == [1, 1]
+    else:
+        assert len(predicts) == 4
