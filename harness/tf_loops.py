@@ -26,8 +26,9 @@ def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     passes = _forward_passes.setdefault(model, {})
     kind = (x.dtype.str, x.shape[1:])
     if kind not in passes:
+        held = weakref.ref(model)  # a strong reference here would keep every model ever passed alive
         passes[kind] = tf.function(
-            lambda batch: model(batch, training=False),
+            lambda batch: held()(batch, training=False),
             input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype))],
             jit_compile=model.jit_compile,  # as Keras's predict: XLA when there is a GPU, unless told otherwise
         )

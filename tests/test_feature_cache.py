@@ -243,5 +243,12 @@ def test_feature_pass_matches_predict_and_with_tensorflow_is_traced_once_not_pre
 
         assert predicts == []
         assert [f.experimental_get_tracing_count() for f in _forward_passes[extractor].values()] == [1, 1]
+        import gc
+        import weakref
+
+        gone = weakref.ref(extractor)
+        del extractor
+        gc.collect()
+        assert gone() is None, "the traced pass keeps its model alive"
     else:
         assert len(predicts) == 4
