@@ -16,7 +16,7 @@ xception); every side uses it with a fixed Dense 256 head.
 floor: one cold decode of every image by the harness decoder (empty cache) + one pass of the
     harness's own extractor (preprocessing → backbone → pooling; its build excluded) over them, by
     the fastest pass the harness has (``harness.train.forward_pass``: with TensorFlow a lean traced
-    function, 0.6–1 s quicker for MobileNetV2 here than Keras's ``predict``, which the floor used
+    function, 0.4–0.9 s quicker for MobileNetV2 here than Keras's ``predict``, which the floor used
     before the harness did too).
 Before any timing, one throwaway pass of the backbone over a full batch of blank images warms
     TensorFlow up: its one-off start-up (thread pools, oneDNN kernels for the batch shape) would
