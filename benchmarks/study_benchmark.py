@@ -240,7 +240,7 @@ def head_fits(folds_csv: Path, records: list[dict], args, width: int = 1280) -> 
     import keras
     import pandas as pd
 
-    from harness.train import HEAD_STEPS_PER_EXECUTION
+    from harness.train import head_steps_per_execution
 
     folds = pd.read_csv(folds_csv, keep_default_na=False)
     classes = folds["label"].nunique()
@@ -251,7 +251,7 @@ def head_fits(folds_csv: Path, records: list[dict], args, width: int = 1280) -> 
     outputs = keras.layers.Dense(classes, activation="softmax")(keras.layers.Dense(256, activation="relu")(inputs))
     head = keras.Model(inputs, outputs)
     head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                 steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+                 steps_per_execution=head_steps_per_execution())
     start = time.perf_counter()
     for record in records:
         rows = (folds[f"repeat_{record['repeat']}"] != record["fold"]).to_numpy()

@@ -29,8 +29,13 @@ from harness.specs import BuildContext, ModelSpec
 
 
 #: Where the head on cached features trains with ``fit`` (backends other than TensorFlow), it runs
-#: this many batches per call of its train function instead of one (identical arithmetic).
+#: this many batches per call of its train function instead of one (identical arithmetic)...
 HEAD_STEPS_PER_EXECUTION = 64
+
+
+def head_steps_per_execution() -> int:
+    """...except with PyTorch, whose Keras trainer takes only 1."""
+    return 1 if _keras().backend.backend() == "torch" else HEAD_STEPS_PER_EXECUTION
 
 
 @dataclass
@@ -243,7 +248,6 @@ def fit_fold(
 
 
 def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache) -> FoldResult:
-    keras = _keras()
     num_classes = len(dataset.classes)
     context = BuildContext(
         num_classes=num_classes,
@@ -292,7 +296,6 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     else:
         model = _augmented(model, train)
         compile_model(model, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
-        keras.utils.set_random_seed(seed)
         history = fit_end_to_end(epochs=train.epochs)
         epochs_run = len(history.epoch)
     if train.fine_tune is not None:
@@ -379,7 +382,7 @@ def _compile_head(split: FrozenSplit, train: TrainConfig) -> None:
     if split.compiled != setting:
         compile_model(
             head, train.optimizer, train.learning_rate, train.label_smoothing, jit_compile=train.jit_compile,
-            steps_per_execution=HEAD_STEPS_PER_EXECUTION,
+            steps_per_execution=head_steps_per_execution(),
         )
         head.optimizer.build(head.trainable_variables)
         split.optimizer_start = [np.array(v) for v in head.optimizer.variables]
@@ -492,9 +495,16 @@ def shuffled_batches(views: list, y: np.ndarray, sample_weights: np.ndarray | No
 
 
 def fit_in_order(model, views: list, y, sample_weights, batch_size: int, seed: int, callbacks: list, **fit_kwargs):
-    """``model.fit`` on ``shuffled_batches`` (batches in ``epoch_order``); returns its History."""
+    """``model.fit`` on ``shuffled_batches`` (batches in ``epoch_order``), every random seed set from
+    ``seed`` as training begins; returns its History."""
+    keras = _keras()
     batches = shuffled_batches(views, y, sample_weights, batch_size, seed)
-    return model.fit(batches, shuffle=False, verbose=0, callbacks=[batches.follow_epochs(), *callbacks], **fit_kwargs)
+    # Seeded after what fit builds first: with PyTorch, Keras's dropout draws from torch's global
+    # generator, which that build (and predict) also draw from, but only on a model's first fit.
+    seeding = keras.callbacks.LambdaCallback(on_train_begin=lambda logs=None: keras.utils.set_random_seed(seed))
+    return model.fit(
+        batches, shuffle=False, verbose=0, callbacks=[seeding, batches.follow_epochs(), *callbacks], **fit_kwargs
+    )
 
 
 def fit_head(split: FrozenSplit, views: list, y, sample_weights, validation, epochs: int, batch_size: int,

@@ -101,10 +101,18 @@ def test_every_study_backbone_is_registered():
     assert {"densenet121", "efficientnetb1"} <= set(MODELS)
 
 
+#: (backend, model) pairs Keras refuses to build: the harness passes Keras's reason on, as an error.
+UNAVAILABLE = {("torch", "nasnetmobile")}
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_model_contract(name):
     """Builds, has its declared inputs, outputs probabilities; trains a step (big rows: see below)."""
     spec = PLUGINS.models.get(name)
+    if (keras.backend.backend(), name) in UNAVAILABLE:
+        with pytest.raises(HarnessError, match=f"model '{name}' could not be built .* not available with the torch"):
+            prepare_model(spec, context_for(name), TrainConfig(weights="none"))
+        return
     context, (model, base) = at_smallest(name, lambda c: prepare_model(spec, c, TrainConfig(weights="none")))
 
     assert sorted(t.name for t in model.inputs) == sorted(spec.inputs)
