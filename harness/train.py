@@ -242,9 +242,21 @@ def fit_fold(
                 # Release device memory between folds and trials, unless the model is kept for the
                 # next fold. clear_session() runs gc.collect(): ~0.35 s with a backbone in memory.
                 if _kept is None:
-                    keras.backend.clear_session()
+                    release_device_memory()
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def release_device_memory() -> None:
+    """Clear Keras's session, and with PyTorch on a GPU empty torch's cache of freed blocks too,
+    which it otherwise keeps from other processes (workers sharing the GPU)."""
+    keras = _keras()
+    keras.backend.clear_session()
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache) -> FoldResult:

@@ -135,3 +135,69 @@ def test_fine_tuning_continues_the_epoch_count_with_every_option_on():
     )
     assert result.epochs_run == 4 and seen == [0, 1, 2, 3]
     assert result.probabilities.shape == (9, 2) and np.allclose(result.probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+# What each backend's out-of-memory error says: TensorFlow, JAX (XLA), PyTorch.
+OUT_OF_MEMORY = [
+    "RESOURCE_EXHAUSTED: OOM when allocating tensor with shape[8,64,64,32]",
+    "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes.",
+    "CUDA out of memory. Tried to allocate 2.00 GiB",
+]
+
+
+@pytest.mark.parametrize("message", OUT_OF_MEMORY)
+def test_out_of_memory_retries_the_fold_with_half_the_batch_size(monkeypatch, message):
+    from harness import train as training
+
+    tried, real = [], training._fit_fold
+
+    def short_of_memory(spec, dataset, image_size, params, train, *rest):
+        tried.append(train.batch_size)
+        if train.batch_size > 2:
+            raise RuntimeError(message)
+        return real(spec, dataset, image_size, params, train, *rest)
+
+    monkeypatch.setattr(training, "_fit_fold", short_of_memory)
+    dataset, idx = _dataset(), np.arange(18)
+    with pytest.warns(UserWarning) as caught:
+        result = fit_fold(TINY, dataset, (12, 12), {}, TrainConfig(epochs=1, batch_size=8, weights="none"),
+                          idx[::2], idx[1::2], seed=1)
+    assert [str(w.message) for w in caught if "accelerator" in str(w.message)] == [
+        "out of accelerator memory: retrying the fold with batch size 4",
+        "out of accelerator memory: retrying the fold with batch size 2",
+    ]
+    assert tried == [8, 4, 2]
+    assert result.probabilities.shape == (9, 2)
+
+
+@pytest.mark.parametrize(("error", "batch_size"), [(ValueError("bad input"), 8), (RuntimeError(OUT_OF_MEMORY[2]), 1)])
+def test_other_errors_and_out_of_memory_at_batch_size_1_are_not_retried(monkeypatch, error, batch_size):
+    from harness import train as training
+
+    tried = []
+
+    def failing(spec, dataset, image_size, params, train, *rest):
+        tried.append(train.batch_size)
+        raise error
+
+    monkeypatch.setattr(training, "_fit_fold", failing)
+    idx = np.arange(18)
+    with pytest.raises(type(error), match=str(error).split(".")[0]):
+        fit_fold(TINY, _dataset(), (12, 12), {}, TrainConfig(epochs=1, batch_size=batch_size, weights="none"),
+                 idx[::2], idx[1::2], seed=1)
+    assert tried == [batch_size]
+
+
+def test_with_pytorch_on_a_gpu_each_fold_empties_torchs_memory_cache(monkeypatch):
+    import keras
+
+    if keras.backend.backend() != "torch":
+        pytest.skip("PyTorch only (run by test_backends.py::test_model_tests_pass_on[torch])")
+    import torch
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # Keras picked its device at import: still the CPU
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    idx = np.arange(18)
+    fit_fold(TINY, _dataset(), (12, 12), {}, TrainConfig(epochs=1, batch_size=8, weights="none"), idx[::2], idx[1::2], seed=1)
+    assert emptied == [1]
