@@ -40,9 +40,11 @@ MODEL_TESTS = [
     "test_models_contract.py", "test_training.py", "test_tuner_engine.py", "test_workers.py",
 ]
 OTHER_BACKENDS = {"jax": "pip install -e '.[jax]'", "torch": "pip install -e '.[torch]'"}
-#: JAX compiles every new model, in every process, with XLA: on a CPU these modules took 8 of its
-#: 10 minutes here (4 under PyTorch), so under JAX they run only with HARNESS_SLOW_TESTS=1. The
-#: rest of the run machinery (records, Optuna, workers) does not depend on the backend.
+#: JAX compiles every new model, in every process, with XLA. On this CPU, end to end, keras-tuner
+#: and workers took 8 of the 10 minutes the model tests other than the contract took under JAX
+#: (the contract's ~45 application builds longer still; everything 5 minutes under PyTorch), so
+#: under JAX these run only with HARNESS_SLOW_TESTS=1. The run machinery they exercise (records,
+#: Optuna, workers) does not depend on the backend.
 SLOW_UNDER_JAX = {"test_end_to_end.py", "test_models_contract.py", "test_tuner_engine.py", "test_workers.py"}
 
 
