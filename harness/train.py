@@ -28,14 +28,11 @@ from harness.features import FeatureCache, backbone_key, reset_head, split_model
 from harness.specs import BuildContext, ModelSpec
 
 
-#: Where the head on cached features trains with ``fit`` (backends other than TensorFlow), it runs
-#: this many batches per call of its train function instead of one (identical arithmetic)...
-HEAD_STEPS_PER_EXECUTION = 64
-
-
 def head_steps_per_execution() -> int:
-    """...except with PyTorch, whose Keras trainer takes only 1."""
-    return 1 if _keras().backend.backend() == "torch" else HEAD_STEPS_PER_EXECUTION
+    """Batches per call of the head's train function where it trains with ``fit`` (backends other
+    than TensorFlow): 64 instead of one (identical arithmetic), but 1 with PyTorch, whose Keras
+    trainer takes no more."""
+    return 1 if _keras().backend.backend() == "torch" else 64
 
 
 @dataclass
