@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -274,18 +275,24 @@ def main() -> None:
     parser.add_argument("--skip-studies-way", action="store_true", help="harness and floor only (profiling)")
     args = parser.parse_args()
 
-    import keras  # noqa: F401  imported before any timing: start-up is neither side's work
-
     from harness_plugins.datasets.sports import STUDY_CLASSES
+
+    classes = STUDY_CLASSES[: args.classes] if args.classes else STUDY_CLASSES
+    splits = [args.split] if args.split else []
+    root = args.data.resolve()
+    folders = [root / s / c for c in classes for s in (splits or ["train", "valid", "test"])]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        sys.exit(f"study_benchmark: no sports15 folder {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                 + "; give --data (the sports15 folder of ../shared/datasets) or set HARNESS_TEST_DATA to its parent")
+
+    import keras  # noqa: F401  imported before any timing: start-up is neither side's work
 
     busy = others_running()
     print("other jobs running:", busy or "none")
     print(environment())
     print('weights = "none" (random, seeded; no network here for ImageNet weights)')
-    classes = STUDY_CLASSES[: args.classes] if args.classes else STUDY_CLASSES
-    splits = [args.split] if args.split else []
-    root = args.data.resolve()
-    files = [p for c in classes for s in (splits or ["train", "valid", "test"]) for p in sorted((root / s / c).iterdir())]
+    files = [p for folder in folders for p in sorted(folder.iterdir())]
     for p in files:  # every side starts from the page cache
         p.read_bytes()
     views = 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -110,10 +111,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    parser.add_argument("--precision", default="float32", help="float32, mixed_bfloat16 or mixed_float16")
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--jit-compile", default="auto", help='true, false or "auto" (Keras: XLA where the backend supports it)')
     args = parser.parse_args()
     jit = {"true": True, "false": False}.get(args.jit_compile.lower(), "auto")
+
+    from harness.plugins import get_plugins
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = get_plugins().models
+    unknown = [n for n in names if n not in models]
+    if unknown:
+        sys.exit(f"throughput_benchmark: {models.unknown_message(unknown[0])}")
 
     import keras
 
@@ -123,7 +132,7 @@ def main() -> None:
     print(f"device: {device()}; os.cpu_count() = {os.cpu_count()}, load average {load}")
     print(f"batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up steps, synthetic uint8 images, weights none")
     print(f"{'model':<12} {'size':>5} {'train img/s':>12} {'features img/s':>15}")
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for name in names:
         size = args.size or STUDY_MODELS.get(name, 224)
         train, features = measure(name, size, args.batch, args.steps, args.warmup, jit)
         shown = f"{features:15.1f}" if features is not None else f"{'n/a':>15}"
