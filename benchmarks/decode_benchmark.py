@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,7 +98,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the fastest counts (default 3)")
     args = parser.parse_args()
     if not args.data.is_dir():
-        sys.exit(f"decode_benchmark: no folder {args.data}; give --data (a class-per-subfolder image folder, e.g. "
+        parser.error(f"no folder {args.data}; give --data (a class-per-subfolder image folder, e.g. "
                  "../shared/datasets/minerals) or set HARNESS_TEST_DATA to the folder holding minerals/")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: F401  imported before timing: its start-up is not decoding
@@ -109,7 +108,7 @@ def main() -> None:
         tree = Path(tmp) / "files"
         paths = [str(p) for p in same_files(args.data, tree)]
         if not paths:
-            sys.exit(f"decode_benchmark: no image files ({', '.join(KERAS_EXTENSIONS)}) under {args.data}")
+            parser.error(f"no image files ({', '.join(KERAS_EXTENSIONS)}) under {args.data}")
         for p in paths:  # both sides read from the page cache, not the disk
             Path(p).read_bytes()
         for i in range(args.repeat):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -51,7 +50,7 @@ def main() -> None:
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        sys.exit("head_step_benchmark: TensorFlow only (the harness's own head loop exists only there); "
+        parser.error("TensorFlow only (the harness's own head loop exists only there); "
                  "run it with KERAS_BACKEND=tensorflow")
     import tensorflow as tf
 

@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -283,7 +282,7 @@ def main() -> None:
     folders = [root / s / c for c in classes for s in (splits or ["train", "valid", "test"])]
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
-        sys.exit(f"study_benchmark: no sports15 folder {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        parser.error(f"no sports15 folder {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                  + "; give --data (the sports15 folder of ../shared/datasets) or set HARNESS_TEST_DATA to its parent")
 
     import keras  # noqa: F401  imported before any timing: start-up is neither side's work

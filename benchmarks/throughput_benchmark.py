@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -122,7 +121,7 @@ def main() -> None:
     models = get_plugins().models
     unknown = [n for n in names if n not in models]
     if unknown:
-        sys.exit(f"throughput_benchmark: {models.unknown_message(unknown[0])}")
+        parser.error(models.unknown_message(unknown[0]))
 
     import keras
 

@@ -31,7 +31,7 @@ def run(script: str, *args: str, timeout: int = 120) -> subprocess.CompletedProc
 )
 def test_a_benchmark_given_bad_input_says_what_and_stops(script, args, message):
     result = run(script, *args)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -40,7 +40,7 @@ def test_decode_benchmark_with_a_folder_without_images_says_so(tmp_path):
     (tmp_path / "class_a").mkdir()
     (tmp_path / "class_a" / "notes.txt").write_text("not an image")
     result = run("decode_benchmark.py", "--data", str(tmp_path), "--repeat", "1")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "no image files" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -49,7 +49,7 @@ def test_head_step_benchmark_prints_each_variant():
 
     result = run("head_step_benchmark.py", "--rows", "64", "--epochs", "2", "--fits", "6")
     if keras.backend.backend() != "tensorflow":
-        assert result.returncode != 0 and "TensorFlow only" in result.stderr
+        assert result.returncode == 2 and "TensorFlow only" in result.stderr
         return
     assert result.returncode == 0, result.stderr[-2000:]
     for variant in ("arithmetic", "harness: EpochLoops", "raw TensorFlow step, hand-written Adam",
