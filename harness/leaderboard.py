@@ -19,7 +19,11 @@ MARKDOWN_FILE = "leaderboard.md"
 
 
 def metric_names(info: dict) -> list[str]:
-    return ["accuracy", *(f"top_{k}_accuracy" for k in info["top_k"]), "loss"]
+    """Accuracy, each top-k accuracy that can tell models apart, loss. With k at or above the number
+    of classes top-k accuracy is 1 for every model: the fold records keep it, the leaderboard not
+    (unless it is the objective)."""
+    top = [f"top_{k}_accuracy" for k in info["top_k"]]
+    return ["accuracy", *(m for k, m in zip(info["top_k"], top) if k < len(info["classes"]) or m == info["objective"]), "loss"]
 
 
 def build_leaderboard(results_dir: Path) -> pd.DataFrame:
@@ -37,7 +41,7 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
     n_splits = info["folds"] * info["repeats"]
     objective, maximize = info["objective"], info["direction"] == "maximize"
     names = metric_names(info)
-    extra = sorted({m for r in records for m in r.metrics} - set(names))
+    extra = sorted({m for r in records for m in r.metrics} - set(names) - {f"top_{k}_accuracy" for k in info["top_k"]})
     rows = []
     for cand in info["candidates"]:
         mine = [r for r in records if r.search_id == cand["search_id"]]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
+from harness.backend import start_backend
 from harness.config import Study
 from harness.data import Dataset, apply_small_class_policy, load_dataset
 from harness.features import FeatureCache
@@ -89,15 +90,17 @@ def run_study(
         f"{len(study.candidates)} candidate(s) × {study.search.trials} trial(s) × "
         f"{study.cv.folds * study.cv.repeats} fold(s); results in {run.results_dir}"
     )
-    if study.search.engine == "keras_tuner":
-        from harness.tuner_search import run_tuner_search
-
-        run_tuner_search(run, plugins, console=console, workers=workers)
-    elif workers > 1:
+    if workers > 1 and study.search.engine != "keras_tuner":
         open_storage(study, run.results_dir)  # create the shared storage before the workers race for it
         _run_workers(workers, worker_command or [], console)
     else:
-        run_search(run, plugins, console=console)
+        console.print(start_backend())
+        if study.search.engine == "keras_tuner":
+            from harness.tuner_search import run_tuner_search
+
+            run_tuner_search(run, plugins, console=console, workers=workers)
+        else:
+            run_search(run, plugins, console=console)
     table = build_leaderboard(run.results_dir)
     write_leaderboard(table, run.results_dir)
     plugins.hook.on_study_end(run=run, leaderboard=table)
@@ -109,6 +112,7 @@ def run_worker(study: Study, plugins: Plugins, results_root: Path, data_root: Pa
     """One of several processes searching one study through a shared storage."""
     console = Console(stderr=True)
     run = _start(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
+    console.print(f"worker {index}: {start_backend()}")
     run_search(run, plugins, storage=open_storage(study, run.results_dir), console=console, worker=index)
 
 

@@ -84,3 +84,73 @@ def test_model_tests_pass_on(backend, tmp_path):
     )
     assert done.returncode == 0, f"under KERAS_BACKEND={backend}:\n{done.stdout[-6000:]}"
     assert re.search(r"\d+ passed", done.stdout)
+
+
+# --- starting the backend (harness.backend) ---
+
+NOISE = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1795502244.254184   18529 port.cc:153] oneDNN custom operations are on.\n"
+    "2025-09-17 14:44:05.157831: I external/local_xla/xla/tsl/cuda/cudart_stub.cc:32] Could not find cuda drivers\n"
+    "W0000 00:00:1795502244.3   18529 some_kernel.cc:9] a warning\n"
+    "E0000 00:00:1795502246.375250   18529 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n"
+)
+KEPT = (
+    "E0000 00:00:1795502246.4   18529 op_kernel.cc:1] a real error\n"
+    "/x/site-packages/keras/__init__.py:3: UserWarning: a Python warning\n"
+)
+
+
+def test_backend_start_up_lines_pass_as_tf_cpp_min_log_level_asks():
+    from harness.backend import passed_on
+
+    lines = (NOISE + KEPT).splitlines(keepends=True)
+    assert [line for line in lines if passed_on(line, 2)] == KEPT.splitlines(keepends=True)
+    assert all(passed_on(line, 0) for line in lines)
+    assert not any(passed_on(line, 3) for line in NOISE.splitlines(keepends=True))
+    assert passed_on("W0000 00:00:1.0   1 some_kernel.cc:9] a warning\n", 1)
+
+
+def test_start_backend_holds_back_what_native_code_writes_to_stderr(monkeypatch, capfd):
+    import harness.backend as backend
+
+    def describe():
+        os.write(2, (NOISE + KEPT).encode())
+        return "described"
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setattr(backend, "_describe_devices", describe)
+    assert backend.start_backend() == "described"
+    err = capfd.readouterr().err
+    assert err == KEPT
+
+
+def test_start_backend_passes_everything_on_when_the_backend_fails(monkeypatch, capfd):
+    import harness.backend as backend
+
+    def describe():
+        os.write(2, NOISE.encode() + b"ImportError detail from native code\n")
+        raise ImportError("libcudart.so: cannot open shared object file")
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setattr(backend, "_describe_devices", describe)
+    with pytest.raises(ImportError, match="libcudart"):
+        backend.start_backend()
+    assert capfd.readouterr().err == NOISE + "ImportError detail from native code\n"
+
+
+def test_a_run_names_its_backend_and_devices_and_shows_no_start_up_noise(tmp_path):
+    """In a fresh process, as a user runs it: the real backend's start-up lines stay hidden."""
+    import keras
+
+    study = tmp_path / "tiny.toml"
+    study.write_text(tiny_study_text(name="tiny", trials=1))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(study), "--results", str(tmp_path / "r")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Keras {keras.__version__} on {keras.backend.backend()}: " in done.stderr  # then the GPUs, or "CPU only"
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cuInit", "cudart_stub"):
+        assert noise not in done.stderr

@@ -33,3 +33,13 @@ def test_probabilities_are_renormalised():
     y = np.array([0, 1])
     p = np.array([[0.7000001, 0.3], [0.2, 0.8]], dtype="float32")
     assert fold_metrics(y, p, [1])["accuracy"] == 1.0
+
+
+def test_leaderboard_leaves_out_top_k_accuracies_that_cannot_tell_models_apart():
+    from harness.leaderboard import metric_names
+
+    info = {"top_k": [1, 3, 4, 5], "classes": ["a", "b", "c", "d"], "objective": "accuracy"}
+    assert metric_names(info) == ["accuracy", "top_1_accuracy", "top_3_accuracy", "loss"]
+    assert metric_names({**info, "objective": "top_5_accuracy"}) == [
+        "accuracy", "top_1_accuracy", "top_3_accuracy", "top_5_accuracy", "loss"
+    ]
