@@ -101,7 +101,9 @@ def main() -> None:
         parser.error(f"no folder {args.data}; give --data (a class-per-subfolder image folder, e.g. "
                  "../shared/datasets/minerals) or set HARNESS_TEST_DATA to the folder holding minerals/")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras  # noqa: F401  imported before timing: its start-up is not decoding
+    from harness.backend import start_backend
+
+    print(start_backend())  # before timing: the backend's start-up is not decoding
 
     runs: dict[str, list[tuple[float, float]]] = {"keras": [], "cold": [], "warm": [], "floor": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--fits", type=int, default=60, help="epochs the study runs (20 fold fits × 3)")
     args = parser.parse_args()
 
+    from harness.backend import start_backend
+
+    devices = start_backend()
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -121,7 +124,7 @@ def main() -> None:
     compile_model(fitted, "adam", 1e-3)
     fit = timed(lambda i: fitted.fit(x, y, batch_size=args.batch, epochs=3, verbose=0), max(3, args.epochs // 10)) / 3
 
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs; "
+    print(f"{devices}; TensorFlow {tf.__version__}, {os.cpu_count()} CPUs; "
           f"{args.rows} rows × {args.width} features → Dense {args.units} → {args.classes}, batch {args.batch} "
           f"({steps} steps per epoch); ms per epoch, and for the study's {args.fits} epochs:")
     rows = [

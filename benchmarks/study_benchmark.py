@@ -85,27 +85,10 @@ dropout = 0.0
 
 
 def environment() -> str:
-    import keras
+    from harness.backend import start_backend
 
-    backend = keras.backend.backend()
-    device = "?"
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        device = ", ".join(d.device_type + ":" + d.name.rsplit(":", 1)[-1] for d in tf.config.list_physical_devices())
-    elif backend == "jax":
-        import jax
-
-        device = str(jax.devices())
-    elif backend == "torch":
-        import torch
-
-        device = f"cuda={torch.cuda.is_available()}"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"os.cpu_count() = {os.cpu_count()}, load average {load}; Keras {keras.__version__}, "
-        f"backend {backend}, devices {device}"
-    )
+    return f"os.cpu_count() = {os.cpu_count()}, load average {load}; {start_backend()}"
 
 
 def others_running() -> str:
@@ -285,11 +268,9 @@ def main() -> None:
         parser.error(f"no sports15 folder {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                  + "; give --data (the sports15 folder of ../shared/datasets) or set HARNESS_TEST_DATA to its parent")
 
-    import keras  # noqa: F401  imported before any timing: start-up is neither side's work
-
     busy = others_running()
     print("other jobs running:", busy or "none")
-    print(environment())
+    print(environment())  # starts the backend before any timing: start-up is neither side's work
     print('weights = "none" (random, seeded; no network here for ImageNet weights)')
     files = [p for folder in folders for p in sorted(folder.iterdir())]
     for p in files:  # every side starts from the page cache

@@ -34,26 +34,6 @@ STUDY_MODELS = {
 }
 
 
-def device() -> str:
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return str(jax.devices())
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return str([d.name for d in tf.config.list_physical_devices()])
-    if backend == "torch":
-        import torch
-
-        name = f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""
-        return f"torch.cuda.is_available() = {torch.cuda.is_available()}{name}"
-    return "?"
-
-
 def _sync(value) -> None:
     import keras
 
@@ -123,12 +103,15 @@ def main() -> None:
     if unknown:
         parser.error(models.unknown_message(unknown[0]))
 
+    from harness.backend import start_backend
+
+    devices = start_backend()
     import keras
 
     keras.config.set_dtype_policy(args.precision)
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, precision {args.precision}, jit_compile {jit}")
-    print(f"device: {device()}; os.cpu_count() = {os.cpu_count()}, load average {load}")
+    print(f"{devices}; precision {args.precision}, jit_compile {jit}")
+    print(f"os.cpu_count() = {os.cpu_count()}, load average {load}")
     print(f"batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up steps, synthetic uint8 images, weights none")
     print(f"{'model':<12} {'size':>5} {'train img/s':>12} {'features img/s':>15}")
     for name in names:
