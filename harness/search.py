@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -192,6 +193,7 @@ def run_search(
     records = RecordStore(run.results_dir)
     storage = storage or open_storage(study, run.results_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _keep_reported_failures_out_of_optunas_log()
     splits = [(r, f) for r in range(study.cv.repeats) for f in range(study.cv.folds)]
     extra_metrics = [plugins.metrics.get(m) for m in study.metrics.extra]
     label = "" if worker is None else escape(f"[worker {worker}] ")
@@ -255,6 +257,30 @@ def run_search(
                 raise HarnessError(
                     f"candidate '{candidate.name}': no trial completed (see the errors above); nothing to rank."
                 )
+
+
+class _ReportedFailure(logging.Filter):
+    """Optuna logs a trial that raised with the exception's traceback, then its value (None). A
+    HarnessError is a message for the user, which the objective has already printed."""
+
+    def __init__(self):
+        super().__init__()
+        self.value_line_next = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HarnessError):
+            self.value_line_next = True
+            return False
+        if self.value_line_next and record.getMessage().endswith("failed with value None."):
+            self.value_line_next = False
+            return False
+        return True
+
+
+def _keep_reported_failures_out_of_optunas_log() -> None:
+    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs failed trials
+    if not any(isinstance(f, _ReportedFailure) for f in logger.filters):
+        logger.addFilter(_ReportedFailure())
 
 
 def _open_study(study: Study, sid: str, storage, plugins: Plugins, worker: int = 0) -> optuna.Study:

@@ -115,3 +115,27 @@ def test_interrupted_run_resumes_without_missing_or_doubled_folds(tmp_path, stop
     name = optuna.get_all_study_names(storage)[0]
     states = Counter(t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials)
     assert states["COMPLETE"] == 3 and states.get("RUNNING", 0) == 0
+
+
+def test_a_trial_failing_with_a_user_error_says_so_in_one_message_without_a_traceback(tmp_path):
+    """E.g. ImageNet weights missing offline: the harness prints the message; Optuna's own log of
+    the failed trial (with the exception's traceback) is not shown."""
+    study = tmp_path / "tiny.toml"
+    study.write_text(tiny_study_text(trials=2))
+    code = (
+        "import sys, harness.search as search\n"
+        "from harness.errors import HarnessError\n"
+        "def fail(*args, **kwargs):\n"
+        "    raise HarnessError('the weights file is missing: fetch it')\n"
+        "search.fit_fold = fail\n"
+        "from harness.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "run", str(study), "--results", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("the weights file is missing: fetch it") == 2  # once per failed trial
+    assert "no trial completed" in done.stderr
+    assert "Traceback" not in done.stderr and "failed with value None" not in done.stderr
