@@ -211,6 +211,8 @@ def run_search(
                 console.print(f"[dim]{label}{candidate.name}: {done} trials already done[/]")
                 continue
 
+            failures: list[str] = []  # this process's failed trials of this candidate, in order
+
             def objective(trial: optuna.Trial, candidate=candidate, sid=sid, spec=spec) -> float:
                 sampled = {name: dim.suggest(trial) for name, dim in candidate.space.items()}
                 params, train = effective_params(candidate, sampled)
@@ -233,7 +235,8 @@ def run_search(
                             _trial_end(plugins, run, candidate, trial.number, "pruned", running, sampled, trial_records)
                             raise optuna.TrialPruned()
                 except HarnessError as exc:
-                    console.print(f"[red]{label}{candidate.name} trial {trial.number} failed:[/] {exc}")
+                    failures.append(str(exc))
+                    console.print(f"[red]{label}{candidate.name} trial {trial.number} failed:[/] {escape(str(exc))}")
                     _trial_end(plugins, run, candidate, trial.number, "failed", None, sampled, trial_records)
                     raise
                 except KeyboardInterrupt:
@@ -243,12 +246,20 @@ def run_search(
                 _trial_line(console, label, candidate, trial.number, "complete", value, sampled, trial_records, study)
                 _trial_end(plugins, run, candidate, trial.number, "complete", value, sampled, trial_records)
                 progress.bars.advance(progress.trials)
+                failures.append("")
                 return value
 
             def after_trial(optuna_study: optuna.Study, _trial) -> None:
                 _retry_cut_off(optuna_study)
                 if _finished(optuna_study) >= study.search.trials:
                     optuna_study.stop()  # other workers may have done the rest
+                elif len(failures) >= 2 and failures[-1] and failures[-1] == failures[-2]:
+                    # The same error twice in a row (missing weights, bad data) would fail every trial.
+                    console.print(
+                        f"[red]{label}{candidate.name}: two trials in a row failed with the same error; its search "
+                        "stops here.[/] Fix it and run the same command again: finished trials are kept."
+                    )
+                    optuna_study.stop()
 
             optuna_study.optimize(
                 objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False

@@ -117,25 +117,39 @@ def test_interrupted_run_resumes_without_missing_or_doubled_folds(tmp_path, stop
     assert states["COMPLETE"] == 3 and states.get("RUNNING", 0) == 0
 
 
-def test_a_trial_failing_with_a_user_error_says_so_in_one_message_without_a_traceback(tmp_path):
-    """E.g. ImageNet weights missing offline: the harness prints the message; Optuna's own log of
-    the failed trial (with the exception's traceback) is not shown."""
+def _run_with_failing_folds(tmp_path, trials: int, message: str) -> subprocess.CompletedProcess:
+    """``harness run`` in a fresh process where every fold raises HarnessError(message.format(n))."""
     study = tmp_path / "tiny.toml"
-    study.write_text(tiny_study_text(trials=2))
+    study.write_text(tiny_study_text(trials=trials))
     code = (
-        "import sys, harness.search as search\n"
+        "import itertools, sys, harness.search as search\n"
         "from harness.errors import HarnessError\n"
-        "def fail(*args, **kwargs):\n"
-        "    raise HarnessError('the weights file is missing: fetch it')\n"
+        "calls = itertools.count()\n"
+        f"def fail(*args, **kwargs):\n    raise HarnessError({message!r}.format(next(calls)))\n"
         "search.fit_fold = fail\n"
         "from harness.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code, "run", str(study), "--results", str(tmp_path / "r")],
         capture_output=True, text=True, timeout=300,
     )
+
+
+def test_a_trial_failing_with_a_user_error_says_so_in_one_message_without_a_traceback(tmp_path):
+    """E.g. ImageNet weights missing offline: the harness prints the message; Optuna's own log of
+    the failed trial (with the exception's traceback) is not shown."""
+    done = _run_with_failing_folds(tmp_path, 5, "the weights file is missing: fetch it")
     assert done.returncode == 2
     assert done.stderr.count("the weights file is missing: fetch it") == 2  # once per failed trial
-    assert "no trial completed" in done.stderr
+    # the same error twice in a row: the candidate's other 3 trials are not tried
+    assert "two trials in a row failed with the same error" in " ".join(done.stderr.split())
+    assert "trial 2" not in done.stderr and "no trial completed" in done.stderr
     assert "Traceback" not in done.stderr and "failed with value None" not in done.stderr
+
+
+def test_trials_failing_with_different_errors_are_all_tried(tmp_path):
+    done = _run_with_failing_folds(tmp_path, 3, "this configuration cannot run ({})")
+    assert done.returncode == 2
+    assert [f"cannot run ({n})" in done.stderr for n in range(3)] == [True, True, True]
+    assert "in a row" not in done.stderr and "Traceback" not in done.stderr
