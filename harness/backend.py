@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
@@ -25,14 +24,22 @@ def start_backend() -> str:
     line sums up, only at 0. If the import fails, everything caught is passed on.
     """
     level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") or 0)
-    held = _Held()
-    try:
-        with _native_stderr_into(held):
+    failed = True
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)  # native libraries write to file descriptor 2, not to sys.stderr
+        try:
             description = _describe_devices()
-    except BaseException:
-        held.pass_on(lambda line: True)
-        raise
-    held.pass_on(lambda line: passed_on(line, level))
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if failed or passed_on(line, level)))
+            sys.stderr.flush()
     return description
 
 
@@ -68,31 +75,3 @@ def _describe_devices() -> str:
             return f"Keras {keras.__version__} on {backend}"
     where = ", ".join(gpus) if gpus else "CPU only, no GPU found"
     return f"Keras {keras.__version__} on {backend}: {where}"
-
-
-class _Held:
-    text = ""
-
-    def pass_on(self, keep) -> None:
-        kept = [line for line in self.text.splitlines(keepends=True) if keep(line)]
-        if kept:
-            sys.stderr.write("".join(kept))
-            sys.stderr.flush()
-
-
-@contextlib.contextmanager
-def _native_stderr_into(held: _Held):
-    """Point file descriptor 2 at a temporary file (native libraries write there, not to
-    ``sys.stderr``); what was written ends in ``held.text``."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as file:
-        os.dup2(file.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            file.seek(0)
-            held.text = file.read().decode(errors="replace")

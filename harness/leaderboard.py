@@ -22,8 +22,9 @@ def metric_names(info: dict) -> list[str]:
     """Accuracy, each top-k accuracy that can tell models apart, loss. With k at or above the number
     of classes top-k accuracy is 1 for every model: the fold records keep it, the leaderboard not
     (unless it is the objective)."""
-    top = [f"top_{k}_accuracy" for k in info["top_k"]]
-    return ["accuracy", *(m for k, m in zip(info["top_k"], top) if k < len(info["classes"]) or m == info["objective"]), "loss"]
+    classes, objective = len(info["classes"]), info["objective"]
+    top = [f"top_{k}_accuracy" for k in info["top_k"] if k < classes or f"top_{k}_accuracy" == objective]
+    return ["accuracy", *top, "loss"]
 
 
 def build_leaderboard(results_dir: Path) -> pd.DataFrame:

@@ -211,9 +211,10 @@ def run_search(
                 console.print(f"[dim]{label}{candidate.name}: {done} trials already done[/]")
                 continue
 
-            failures: list[str] = []  # this process's failed trials of this candidate, in order
+            last_error = ""  # of this process's previous trial of this candidate ("" if it did not fail)
 
             def objective(trial: optuna.Trial, candidate=candidate, sid=sid, spec=spec) -> float:
+                nonlocal last_error
                 sampled = {name: dim.suggest(trial) for name, dim in candidate.space.items()}
                 params, train = effective_params(candidate, sampled)
                 cid = config_id(sid, sampled)
@@ -235,9 +236,15 @@ def run_search(
                             _trial_end(plugins, run, candidate, trial.number, "pruned", running, sampled, trial_records)
                             raise optuna.TrialPruned()
                 except HarnessError as exc:
-                    failures.append(str(exc))
                     console.print(f"[red]{label}{candidate.name} trial {trial.number} failed:[/] {escape(str(exc))}")
                     _trial_end(plugins, run, candidate, trial.number, "failed", None, sampled, trial_records)
+                    if str(exc) == last_error:  # missing weights, bad data: every trial would fail so
+                        console.print(
+                            f"[red]{label}{candidate.name}: two trials in a row failed with the same error; its "
+                            "search stops here.[/] Fix it and run the same command again: finished trials are kept."
+                        )
+                        trial.study.stop()
+                    last_error = str(exc)
                     raise
                 except KeyboardInterrupt:
                     trial.set_user_attr(INTERRUPTED, True)  # so the next run retries this configuration
@@ -246,20 +253,13 @@ def run_search(
                 _trial_line(console, label, candidate, trial.number, "complete", value, sampled, trial_records, study)
                 _trial_end(plugins, run, candidate, trial.number, "complete", value, sampled, trial_records)
                 progress.bars.advance(progress.trials)
-                failures.append("")
+                last_error = ""
                 return value
 
             def after_trial(optuna_study: optuna.Study, _trial) -> None:
                 _retry_cut_off(optuna_study)
                 if _finished(optuna_study) >= study.search.trials:
                     optuna_study.stop()  # other workers may have done the rest
-                elif len(failures) >= 2 and failures[-1] and failures[-1] == failures[-2]:
-                    # The same error twice in a row (missing weights, bad data) would fail every trial.
-                    console.print(
-                        f"[red]{label}{candidate.name}: two trials in a row failed with the same error; its search "
-                        "stops here.[/] Fix it and run the same command again: finished trials are kept."
-                    )
-                    optuna_study.stop()
 
             optuna_study.optimize(
                 objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False
@@ -270,28 +270,18 @@ def run_search(
                 )
 
 
-class _ReportedFailure(logging.Filter):
+def _not_a_reported_failure(record: logging.LogRecord) -> bool:
     """Optuna logs a trial that raised with the exception's traceback, then its value (None). A
-    HarnessError is a message for the user, which the objective has already printed."""
-
-    def __init__(self):
-        super().__init__()
-        self.value_line_next = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], HarnessError):
-            self.value_line_next = True
-            return False
-        if self.value_line_next and record.getMessage().endswith("failed with value None."):
-            self.value_line_next = False
-            return False
-        return True
+    HarnessError is a message for the user, which the objective has already printed; any other
+    error reaches the command line with its traceback anyway."""
+    reported = record.exc_info and isinstance(record.exc_info[1], HarnessError)
+    return not reported and not record.getMessage().endswith("failed with value None.")
 
 
 def _keep_reported_failures_out_of_optunas_log() -> None:
     logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs failed trials
-    if not any(isinstance(f, _ReportedFailure) for f in logger.filters):
-        logger.addFilter(_ReportedFailure())
+    if _not_a_reported_failure not in logger.filters:
+        logger.addFilter(_not_a_reported_failure)
 
 
 def _open_study(study: Study, sid: str, storage, plugins: Plugins, worker: int = 0) -> optuna.Study:
