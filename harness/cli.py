@@ -26,14 +26,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER, f"harness: error: {message}\n")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole_number(minimum: int, why: str = ""):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{why}, got {value}")
+        return value
+
+    return parse
+
+
+_positive = _whole_number(1)
+#: k-fold cross-validation needs a part to score on and another to train on.
+_folds = _whole_number(2, " (cross-validation holds out one part and trains on the others)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run or resume a study and write its leaderboard")
     run.add_argument("study", type=Path, help="study file (TOML)")
     run.add_argument("--trials", type=_positive, help="trials per candidate (overrides search.trials)")
-    run.add_argument("--folds", type=_positive, help="cross-validation folds (overrides cv.folds)")
+    run.add_argument("--folds", type=_folds, help="cross-validation folds, at least 2 (overrides cv.folds)")
     run.add_argument("--epochs", type=_positive, help="training epochs (overrides train.epochs)")
     run.add_argument("--results", type=Path, default=Path("results"), help="results root; the study writes to RESULTS/<study name> (default: results)")
     run.add_argument("--data-root", type=Path, default=None, help="folder that dataset roots are relative to (default: $HARNESS_DATA_ROOT or .)")
@@ -56,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a study file and its data without training")
     validate.add_argument("study", type=Path)
     validate.add_argument("--data-root", type=Path, default=None)
-    validate.add_argument("--folds", type=_positive)
+    validate.add_argument("--folds", type=_folds)
     validate.add_argument("--weights")
     validate.add_argument("--image-size", type=_positive)
 
@@ -64,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("target", type=Path, help="a study file (TOML), or a folder with one subfolder per class")
     audit.add_argument("--data-root", type=Path, default=None)
     audit.add_argument("--results", type=Path, default=Path("results"), help="writes RESULTS/<study or folder name>/audit.md and audit.json")
-    audit.add_argument("--folds", type=_positive, help="folds for the balance check (default: the study's, or 5)")
+    audit.add_argument("--folds", type=_folds, help="folds for the balance check (default: the study's, or 5)")
     audit.add_argument("--near", type=float, help="near-duplicate threshold, a share of hash bits (default: the study's, or 0.08)")
 
     board = sub.add_parser("leaderboard", help="print the leaderboard of a results folder")
@@ -163,16 +171,18 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
 
 
 def _validate(study, plugins, data_root: Path, err: Console) -> int:
+    """Everything ``run`` would reject before or while building its models, without training."""
     from harness.folds import make_folds
-    from harness.runner import describe, prepare
+    from harness.runner import build_problems, describe, prepare
 
     dataset, notes = prepare(study, plugins, data_root, err)
     make_folds(dataset, study.cv)
-    for cand in study.candidates:
-        spec = plugins.models.get(cand.model)
-        for name in spec.inputs:
-            if name != "image":
-                dataset.one_hot(name)
+    problems = build_problems(study, plugins, dataset)
+    if problems:
+        raise HarnessError(
+            f"{study.path}: {len(problems)} of {len(study.candidates)} candidate(s) cannot be built: "
+            + "; ".join(f"{name}: {why}" for name, why in problems.items())
+        )
     err.print(f"[green]ok[/] {study.path}: {describe(dataset)}")
     for note in notes:
         err.print(f"[yellow]warning:[/] {note}")

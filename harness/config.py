@@ -184,6 +184,46 @@ class Study:
     search: SearchConfig
     metrics: MetricsConfig
     raw: dict[str, Any]
+    #: Command-line and environment settings applied over the file: name -> {"value", "from"}.
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def effective_raw(self) -> dict[str, Any]:
+        """The study file's tables with the overrides written in: what was really run."""
+        raw = copy.deepcopy(self.raw)
+        values = {name: o["value"] for name, o in self.overrides.items()}
+        tables = [raw.setdefault("train", {}), *raw.get("candidates", [])]
+        if "folds" in values:
+            cv = raw.setdefault("cv", {})
+            cv["folds"] = values["folds"]
+            if "scheme" in cv:
+                cv["scheme"] = "kfold"
+        if "trials" in values:
+            raw.setdefault("search", {})["trials"] = values["trials"]
+        if "epochs" in values:
+            for i, table in enumerate(tables):
+                if i == 0 or "epochs" in table:
+                    table["epochs"] = values["epochs"]
+                if table.get("fine_tune") is True:
+                    table["fine_tune"] = {}
+                if isinstance(table.get("fine_tune"), dict):
+                    fine_tune = table["fine_tune"]
+                    fine_tune["epochs"] = min(fine_tune.get("epochs", FineTune.epochs), values["epochs"])
+        if "weights" in values:
+            raw["train"]["weights"] = values["weights"]
+            for table in tables[1:]:
+                table.pop("weights", None)
+        if "image_size" in values:
+            for table in tables[1:]:
+                table["image_size"] = [values["image_size"]] * 2
+        return raw
+
+    def effective_toml(self) -> str:
+        """``effective_raw`` as TOML, headed by where it came from and which overrides it holds."""
+        import tomli_w
+
+        header = [f"# The study as run: {self.path}"]
+        header += [f"# with {name} = {o['value']!r} from {o['from']}" for name, o in self.overrides.items()]
+        return "\n".join(header) + "\n\n" + tomli_w.dumps(self.effective_raw())
 
 
 def _plain(obj: Any) -> Any:
@@ -297,8 +337,9 @@ def load_study(path: str | Path, plugins: Plugins, overrides: dict[str, Any] | N
     c = _Checker(path)
     c.keys(raw, "", _TOP)
     overrides = dict(overrides or {})
+    sources = {name: f"--{name.replace('_', '-')}" for name in overrides}
     if os.environ.get(WEIGHTS_ENV) and "weights" not in overrides:
-        overrides["weights"] = os.environ[WEIGHTS_ENV]
+        overrides["weights"], sources["weights"] = os.environ[WEIGHTS_ENV], f"${WEIGHTS_ENV}"
     if "weights" in overrides:
         overrides["weights"] = _weights(c, overrides["weights"], f"{WEIGHTS_ENV} / --weights", Path.cwd())
 
@@ -342,7 +383,8 @@ def load_study(path: str | Path, plugins: Plugins, overrides: dict[str, Any] | N
         seen[cand.name] = i
     _check_global_space(c, search.space, candidates, plugins)
     _check_engine(c, search, candidates)
-    return Study(path, name, seed, description, dataset, candidates, cv, train, search, metrics, raw)
+    applied = {name: {"value": value, "from": sources[name]} for name, value in overrides.items()}
+    return Study(path, name, seed, description, dataset, candidates, cv, train, search, metrics, raw, applied)
 
 
 def _dataset(c: _Checker, t: dict[str, Any], plugins: Plugins) -> DatasetConfig:

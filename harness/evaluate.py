@@ -17,6 +17,26 @@ def top_k_accuracy(y_true: np.ndarray, y_prob: np.ndarray, k: int) -> float:
     return float(top_k_accuracy_score(y_true, scores, k=k, labels=np.arange(n_classes)))
 
 
+#: Probabilities that differ by less than this across images count as the same prediction.
+CONSTANT_TOLERANCE = 1e-4
+
+
+def learned_nothing(y_prob: np.ndarray) -> str | None:
+    """Why a fold's predictions show that its model learned nothing, or None.
+
+    The same probabilities for every image (a dead network: a uniform softmax gives loss ln K,
+    the prior's gives the class shares) mean the score is chance or the majority class however
+    high it looks.
+    """
+    y_prob = np.asarray(y_prob, dtype="float64")
+    if len(y_prob) < 2 or np.ptp(y_prob, axis=0).max() >= CONSTANT_TOLERANCE:
+        return None
+    n_classes = y_prob.shape[1]
+    if np.abs(y_prob[0] - 1.0 / n_classes).max() < CONSTANT_TOLERANCE:
+        return f"the same uniform probabilities (1/{n_classes}) for every image: loss ln {n_classes} = {np.log(n_classes):.3f}"
+    return f"the same probabilities for every image (always class {int(y_prob[0].argmax())})"
+
+
 def fold_metrics(
     y_true: np.ndarray, y_prob: np.ndarray, top_k: list[int], extra: list[MetricSpec] = ()
 ) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +20,24 @@ MARKDOWN_FILE = "leaderboard.md"
 
 
 def metric_names(info: dict) -> list[str]:
-    """Accuracy, each top-k accuracy that can tell models apart, loss. With k at or above the number
-    of classes top-k accuracy is 1 for every model: the fold records keep it, the leaderboard not
-    (unless it is the objective)."""
-    classes, objective = len(info["classes"]), info["objective"]
-    top = [f"top_{k}_accuracy" for k in info["top_k"] if k < classes or f"top_{k}_accuracy" == objective]
-    return ["accuracy", *top, "loss"]
+    """Accuracy, each top-k accuracy that can tell models apart, loss."""
+    top = [f"top_{k}_accuracy" for k in info["top_k"]]
+    return [m for m in ["accuracy", *top, "loss"] if tells_models_apart(m, info)]
+
+
+def tells_models_apart(metric: str, info: dict) -> bool:
+    """False for top-k accuracy with k at or above the number of classes: 1 for every model. The
+    fold records keep it; the leaderboard and reports leave it out (unless it is the objective)."""
+    top = re.fullmatch(r"top_(\d+)_accuracy", metric)
+    return top is None or int(top.group(1)) < len(info["classes"]) or metric == info["objective"]
+
+
+def base_setting(params: dict) -> str:
+    """A backbone's weights and how it trains, e.g. "imagenet, frozen + fine-tuned"; "—" without one."""
+    if "weights" not in params:
+        return "—"
+    how = "frozen" if params.get("freeze_base", True) else "trained"
+    return f"{params['weights']}, {how}" + (" + fine-tuned" if params.get("fine_tune") else "")
 
 
 def build_leaderboard(results_dir: Path) -> pd.DataFrame:
@@ -42,7 +55,11 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
     n_splits = info["folds"] * info["repeats"]
     objective, maximize = info["objective"], info["direction"] == "maximize"
     names = metric_names(info)
-    extra = sorted({m for r in records for m in r.metrics} - set(names) - {f"top_{k}_accuracy" for k in info["top_k"]})
+    extra = sorted(
+        m for m in {m for r in records for m in r.metrics} - set(names)
+        if not re.fullmatch(r"top_\d+_accuracy", m)  # top-k of the study's top_k only
+    )
+    failed = info.get("failed", {})
     rows = []
     for cand in info["candidates"]:
         mine = [r for r in records if r.search_id == cand["search_id"]]
@@ -51,6 +68,8 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
             by_config.setdefault(r.config_id, []).append(r)
         complete = {cid: rs for cid, rs in by_config.items() if len(rs) == n_splits}
         row = {"candidate": cand["name"], "model": cand["model"]}
+        row["status"] = "failed" if cand["name"] in failed else "ok" if complete else "incomplete"
+        row["error"] = failed.get(cand["name"], "")
         row["trials"] = len({r.trial for r in mine})
         row["complete"] = len(complete)
         if complete:
@@ -58,7 +77,7 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
             means = pd.Series({cid: f[objective].mean() for cid, f in frame.items()})
             best = means.idxmax() if maximize else means.idxmin()
             folds = frame[best]
-            for m in names + extra:
+            for m in [m for m in names + extra if m in folds.columns]:
                 row[f"{m}_mean"] = folds[m].mean()
                 row[f"{m}_std"] = folds[m].std(ddof=1) if len(folds) > 1 else 0.0
             best_records = complete[best]
@@ -67,13 +86,17 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
             row["best_trial"] = min(r.trial for r in best_records)
             row["best_params"] = json.dumps(best_records[0].tuned, sort_keys=True)
             row["config"] = json.dumps(best_records[0].params, sort_keys=True)
+            row["base"] = base_setting(best_records[0].params)
+            dead = [r for r in best_records if r.warnings]
+            row["warnings"] = f"{len(dead)} of {len(best_records)} folds {dead[0].warnings[0]}" if dead else ""
         rows.append(row)
     table = pd.DataFrame(rows)
     key = f"{objective}_mean"
     if key not in table.columns:
         table[key] = float("nan")
     table = table.sort_values(key, ascending=not maximize, na_position="last", kind="stable").reset_index(drop=True)
-    table.insert(0, "rank", range(1, len(table) + 1))
+    ranked = table[key].notna()
+    table.insert(0, "rank", pd.Series(range(1, int(ranked.sum()) + 1), index=table.index[ranked], dtype="Int64"))
     return table
 
 
@@ -86,19 +109,38 @@ def _cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and text cells: 'mean ± std' per metric, the rest as is."""
     # top-1 accuracy is accuracy: shown once on screen, kept in the CSV
     metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean") and c != "top_1_accuracy_mean"]
-    headers = ["#", "candidate", "model", *(_short_name(m) for m in metrics), "trials", "s/fold", "best parameters"]
+    headers = ["#", "candidate", "model", "base", *(_short_name(m) for m in metrics), "trials", "s/fold"]
     rows = []
     for _, r in table.iterrows():
-        cells = [str(r["rank"]), str(r["candidate"]), str(r["model"])]
+        failed = r.get("status") == "failed"
+        rank = r.get("rank")
+        cells = ["—" if pd.isna(rank) else str(rank), str(r["candidate"]), str(r["model"]), _text(r.get("base"))]
         for m in metrics:
             mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
-            cells.append("—" if pd.isna(mean) else f"{mean:.3f}±{std:.3f}")
+            cells.append("failed" if failed else "—" if pd.isna(mean) else f"{mean:.3f}±{std:.3f}")
         cells.append(f"{int(r['complete'])}/{int(r['trials'])}")
         fit = r.get("fit_seconds")
         cells.append("—" if fit is None or pd.isna(fit) else f"{fit:.1f}")
-        cells.append(_params_text(r.get("best_params")))
         rows.append(cells)
     return headers, rows
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) and value else "—"
+
+
+def notes(table: pd.DataFrame) -> list[str]:
+    """What to read below the table, per candidate: its best parameters, or why it failed, and
+    whether its model learned nothing."""
+    lines = []
+    for _, r in table.iterrows():
+        if r.get("status") == "failed":
+            lines.append(f"{r['candidate']}: FAILED: {r.get('error') or 'no trial completed'}")
+            continue
+        lines.append(f"{r['candidate']}: {_params_text(r.get('best_params'))}")
+        if isinstance(r.get("warnings"), str) and r["warnings"]:
+            lines.append(f"{r['candidate']}: WARNING: {r['warnings']}")
+    return lines
 
 
 def _short_name(metric: str) -> str:
@@ -114,27 +156,54 @@ def _params_text(text: object) -> str:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
+    """The table, then each candidate's best parameters (or failure) and warnings as a list."""
     headers, rows = _cells(table)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += [""] + [f"- {line}" for line in notes(table)]
     return "\n".join(lines) + "\n"
 
 
+#: Columns repeated in every part of a leaderboard too wide for the screen.
+KEY_COLUMNS = 2
+#: Rich's cell padding and border per column.
+COLUMN_FRAME = 3
+
+
+def column_groups(widths: list[int], room: int, keys: int = KEY_COLUMNS) -> list[list[int]]:
+    """Column indices per table so that each fits ``room`` characters: the first ``keys`` columns
+    in every table, the others in order, never dropped (a column wider than the room gets its own)."""
+    key_width = sum(widths[:keys]) + COLUMN_FRAME * keys + 1
+    groups: list[list[int]] = []
+    used = room
+    for i in range(keys, len(widths)):
+        need = widths[i] + COLUMN_FRAME
+        if not groups or used + need > room:
+            groups.append(list(range(keys)))
+            used = key_width
+        groups[-1].append(i)
+        used += need
+    return groups or [list(range(len(widths)))]
+
+
 def print_leaderboard(table: pd.DataFrame, console: Console, title: str = "Leaderboard") -> None:
-    """The table with metric columns kept whole; each candidate's best parameters listed below it."""
+    """The table with every column whole: split into parts (the candidate repeated in each) when
+    the terminal is too narrow; piped or redirected, one table as wide as it needs."""
     headers, rows = _cells(table)
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    needed = sum(widths) + COLUMN_FRAME * len(widths) + 1
     if not console.is_terminal:
-        console.width = max(console.width, 120)  # a log file has no width: keep the rows whole
-    rich_table = Table(title=title, caption="mean ± std over folds of each candidate's best configuration")
-    narrow = console.width < 110  # mean above spread, so a terminal of 80 columns shows every column
-    keep = [i for i, h in enumerate(headers[:-1]) if not (narrow and h == "s/fold")]
-    headers = [headers[i] for i in keep]
-    shown = [[row[i].replace("±", "\n±") if narrow else row[i] for i in keep] for row in rows]
-    for i, h in enumerate(headers):
-        longest = max([len(h)] + [len(line) for row in shown for line in row[i].splitlines()])
-        rich_table.add_column(h, overflow="fold", min_width=min(longest, 12))
-    for row in shown:
-        rich_table.add_row(*row)
-    console.print(rich_table)
-    for row in rows:
-        console.print(f"  {row[1]}: {escape(row[-1])}", soft_wrap=True, highlight=False)
+        console.width = max(console.width, needed)  # a log file has no width: keep the rows whole
+    groups = column_groups(widths, console.width)
+    for part, columns in enumerate(groups):
+        caption = "mean ± std over folds of each candidate's best configuration" if part == len(groups) - 1 else None
+        suffix = f" ({part + 1}/{len(groups)})" if len(groups) > 1 else ""
+        rich_table = Table(title=title + suffix, caption=caption)
+        for i in columns:
+            rich_table.add_column(headers[i], no_wrap=True, min_width=widths[i])
+        for row in rows:
+            rich_table.add_row(*(escape(row[i]) for i in columns))
+        console.print(rich_table)
+    for line in notes(table):
+        style = "red" if ": FAILED: " in line else "yellow" if ": WARNING: " in line else ""
+        console.print(f"  [{style}]{escape(line)}[/]" if style else f"  {escape(line)}", soft_wrap=True, highlight=False)

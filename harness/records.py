@@ -34,6 +34,8 @@ class FoldRecord:
     train_size: int
     val_size: int
     finished_at: float = field(default_factory=time.time)
+    #: Findings about the fold a user must see, e.g. that its model learned nothing.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, int, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -19,7 +18,9 @@ from harness.folds import make_folds, save_or_check_folds
 from harness.leaderboard import build_leaderboard, print_leaderboard, write_leaderboard
 from harness.plugins import Plugins
 from harness.errors import HarnessError
-from harness.search import STOP_REQUESTED, RunInfo, open_storage, run_search, write_run_file
+from harness.search import (
+    STOP_REQUESTED, RunInfo, candidate_failures, open_storage, run_search, write_run_file,
+)
 from harness.specs import DatasetContext
 
 DATA_ROOT_ENV = "HARNESS_DATA_ROOT"
@@ -39,6 +40,7 @@ def prepare(study: Study, plugins: Plugins, data_root: Path, console: Console) -
     context = DatasetContext(data_root=Path(data_root), cache_dir=default_cache_dir(), seed=study.seed)
     dataset = load_dataset(study.dataset, plugins, context)
     dataset, notes = apply_small_class_policy(dataset, study.cv)
+    notes += metric_notes(study, len(dataset.classes))
     if dataset.skipped:
         notes.append(
             f"skipped {len(dataset.skipped)} unreadable file(s): "
@@ -46,6 +48,50 @@ def prepare(study: Study, plugins: Plugins, data_root: Path, console: Console) -
             + (" …" if len(dataset.skipped) > 5 else "")
         )
     return dataset, notes
+
+
+def metric_notes(study: Study, classes: int) -> list[str]:
+    """Top-k settings that cannot tell models apart on this many classes: an objective among them
+    is an error, a top-k column the user asked for a warning (the leaderboard leaves it out)."""
+    useless = [k for k in study.metrics.top_k if k >= classes]
+    objective = study.metrics.objective
+    if objective in {f"top_{k}_accuracy" for k in useless}:
+        raise HarnessError(
+            f"{study.path}: metrics.objective = \"{objective}\" cannot tell models apart: the data has {classes} "
+            f"classes, so every model scores 1. Use \"accuracy\", \"loss\" or a top-k below {classes}."
+        )
+    if useless and "top_k" in study.raw.get("metrics", {}):
+        shown = ", ".join(map(str, useless))
+        return [
+            f"metrics.top_k {shown}: at or above the {classes} classes, every model scores 1; "
+            "left off the leaderboard (kept in the fold records)"
+        ]
+    return []
+
+
+def build_problems(study: Study, plugins: Plugins, dataset: Dataset) -> dict[str, str]:
+    """Build each candidate once as its trials would (fixed parameters, weights, freezing, extra
+    inputs, augmentation) and return why each that cannot be built fails; trains nothing."""
+    from harness.specs import BuildContext
+    from harness.train import extra_input_widths, prepare_model, release_device_memory
+
+    problems: dict[str, str] = {}
+    backend_started = False
+    for cand in study.candidates:
+        spec = plugins.models.get(cand.model)
+        try:
+            extra = extra_input_widths(spec, dataset)
+            if not backend_started:
+                start_backend()
+                backend_started = True
+            context = BuildContext(len(dataset.classes), cand.image_size, dict(cand.params), extra, cand.train.weights)
+            prepare_model(spec, context, cand.train)
+        except HarnessError as exc:
+            problems[cand.name] = str(exc)
+        finally:
+            if backend_started:
+                release_device_memory()
+    return problems
 
 
 def describe(dataset: Dataset) -> str:
@@ -84,27 +130,38 @@ def run_study(
     """
     console = console or Console(stderr=True)
     run = _start(study, plugins, results_root, data_root, console)
-    shutil.copyfile(study.path, run.results_dir / "study.toml")
+    (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
     write_run_file(run, plugins)
+    for name, o in study.overrides.items():
+        console.print(f"[dim]{name} = {o['value']} (from {o['from']}; saved in {run.results_dir / 'study.toml'})[/]")
     console.print(
         f"{len(study.candidates)} candidate(s) × {study.search.trials} trial(s) × "
         f"{study.cv.folds * study.cv.repeats} fold(s); results in {run.results_dir}"
     )
     if workers > 1 and study.search.engine != "keras_tuner":
-        open_storage(study, run.results_dir)  # create the shared storage before the workers race for it
+        storage = open_storage(study, run.results_dir)  # create it before the workers race for it
         _run_workers(workers, worker_command or [], console)
+        failures = candidate_failures(study, storage)
     else:
         console.print(start_backend())
         if study.search.engine == "keras_tuner":
             from harness.tuner_search import run_tuner_search
 
-            run_tuner_search(run, plugins, console=console, workers=workers)
+            failures = run_tuner_search(run, plugins, console=console, workers=workers)
         else:
-            run_search(run, plugins, console=console)
+            failures = run_search(run, plugins, console=console)
+    write_run_file(run, plugins, failures)
     table = build_leaderboard(run.results_dir)
     write_leaderboard(table, run.results_dir)
     plugins.hook.on_study_end(run=run, leaderboard=table)
     print_leaderboard(table, Console(), title=f"{study.name} leaderboard")
+    if failures:
+        listing = "; ".join(f"'{name}': {reason.rstrip('.')}" for name, reason in failures.items())
+        raise HarnessError(
+            f"{len(failures)} of {len(study.candidates)} candidate(s) failed and are marked so in "
+            f"{run.results_dir / 'leaderboard.md'}: {listing}. Fix the cause and run the same command again "
+            "to resume: finished trials are kept."
+        )
     return table
 
 

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness.config import Candidate, Study, effective_params
 from harness.data import Dataset
 from harness.errors import HarnessError
-from harness.evaluate import fold_metrics
+from harness.evaluate import fold_metrics, learned_nothing
 from harness.folds import fold_indices
 from harness.plugins import Plugins
 from harness.records import FoldRecord, RecordStore
@@ -34,7 +34,7 @@ from harness.train import fit_fold
 RUN_FILE = "run.json"
 #: Set by a first Ctrl-C (see harness.cli): the run stops at the next epoch end, keeping finished folds.
 STOP_REQUESTED = threading.Event()
-INTERRUPTED, RETRY_OF, OWNER = "interrupted", "retry_of", "owner"
+INTERRUPTED, RETRY_OF, OWNER, ERROR = "interrupted", "retry_of", "owner", "error"
 OWNERLESS_GRACE_S = 60.0
 SQLITE_FILE, JOURNAL_FILE = "optuna.db", "optuna.journal"
 
@@ -127,12 +127,14 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def write_run_file(run: RunInfo, plugins: Plugins) -> None:
-    """What `harness leaderboard` needs to rebuild the table from the records alone."""
+def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | None = None) -> None:
+    """What `harness leaderboard` needs to rebuild the table from the records alone: the settings
+    as run (overrides listed) and the candidates that failed, with their reasons."""
     study = run.study
     info = {
         "study": study.name,
         "study_file": str(study.path),
+        "overrides": study.overrides,
         "objective": study.metrics.objective,
         "direction": direction(study, plugins),
         "top_k": study.metrics.top_k,
@@ -140,8 +142,13 @@ def write_run_file(run: RunInfo, plugins: Plugins) -> None:
         "repeats": study.cv.repeats,
         "classes": run.dataset.classes,
         "candidates": [
-            {"name": c.name, "model": c.model, "search_id": search_id(study, c)} for c in study.candidates
+            {
+                "name": c.name, "model": c.model, "search_id": search_id(study, c),
+                "weights": c.train.weights, "freeze_base": c.train.freeze_base,
+            }
+            for c in study.candidates
         ],
+        "failed": dict(failures or {}),
     }
     path = run.results_dir / RUN_FILE
     tmp = path.with_suffix(".tmp")
@@ -181,12 +188,13 @@ def run_search(
     storage: str | optuna.storages.BaseStorage | None = None,
     console: Console | None = None,
     worker: int | None = None,
-) -> None:
+) -> dict[str, str]:
     """Run every candidate's search until it has its trials; resumes whatever a previous run left.
 
     Several processes may run this at once on one study (``worker`` = 0, 1, ...; bars off, lines
     labelled) when the storage is safe for it; a trial whose process died is retried by whichever
-    process sees it first.
+    process sees it first. A candidate whose every trial fails does not stop the others: the
+    result maps each such candidate's name to the reason (see ``candidate_failures``).
     """
     study = run.study
     console = console or Console(stderr=True)
@@ -201,7 +209,7 @@ def run_search(
         for candidate in study.candidates:
             sid = search_id(study, candidate)
             spec = plugins.models.get(candidate.model)
-            optuna_study = _open_study(study, sid, storage, plugins, worker or 0)
+            optuna_study = _open_study(study, sid, storage, plugins, candidate.name, worker or 0)
             done = _finished(optuna_study)
             remaining = max(0, study.search.trials - done)
             progress.bars.update(
@@ -236,6 +244,7 @@ def run_search(
                             _trial_end(plugins, run, candidate, trial.number, "pruned", running, sampled, trial_records)
                             raise optuna.TrialPruned()
                 except HarnessError as exc:
+                    trial.set_user_attr(ERROR, str(exc))
                     console.print(f"[red]{label}{candidate.name} trial {trial.number} failed:[/] {escape(str(exc))}")
                     _trial_end(plugins, run, candidate, trial.number, "failed", None, sampled, trial_records)
                     if str(exc) == last_error:  # missing weights, bad data: every trial would fail so
@@ -264,17 +273,30 @@ def run_search(
             optuna_study.optimize(
                 objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False
             )
-            if not any(t.state == TrialState.COMPLETE for t in optuna_study.trials):
-                raise HarnessError(
-                    f"candidate '{candidate.name}': no trial completed (see the errors above); nothing to rank."
-                )
+    return candidate_failures(study, storage)
+
+
+def candidate_failures(study: Study, storage) -> dict[str, str]:
+    """Candidates without a completed trial in the storage, each with the error of its last failed trial."""
+    failures = {}
+    for candidate in study.candidates:
+        try:
+            trials = optuna.load_study(study_name=search_id(study, candidate), storage=storage).get_trials(deepcopy=False)
+        except KeyError:  # its search never started
+            trials = []
+        if any(t.state == TrialState.COMPLETE for t in trials):
+            continue
+        errors = [t.user_attrs[ERROR] for t in trials if t.state == TrialState.FAIL and ERROR in t.user_attrs]
+        failures[candidate.name] = errors[-1] if errors else "no trial completed"
+    return failures
 
 
 def _not_a_reported_failure(record: logging.LogRecord) -> bool:
     """Optuna logs a trial that raised with the exception's traceback, then its value (None). A
-    HarnessError is a message for the user, which the objective has already printed; any other
-    error reaches the command line with its traceback anyway."""
-    reported = record.exc_info and isinstance(record.exc_info[1], HarnessError)
+    HarnessError is a message for the user, which the objective has already printed, and an
+    interrupt is the command line's to announce (one clean line); any other error reaches the
+    command line with its traceback anyway."""
+    reported = record.exc_info and isinstance(record.exc_info[1], (HarnessError, KeyboardInterrupt))
     return not reported and not record.getMessage().endswith("failed with value None.")
 
 
@@ -284,7 +306,12 @@ def _keep_reported_failures_out_of_optunas_log() -> None:
         logger.addFilter(_not_a_reported_failure)
 
 
-def _open_study(study: Study, sid: str, storage, plugins: Plugins, worker: int = 0) -> optuna.Study:
+def sampler_seed(seed: int, candidate: str) -> int:
+    """A candidate's own sampler seed: two candidates of one study never draw the same sequence."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{candidate}".encode()).digest()[:4], "little") % (2**31 - 1)
+
+
+def _open_study(study: Study, sid: str, storage, plugins: Plugins, candidate: str, worker: int = 0) -> optuna.Study:
     try:
         optuna_study = optuna.create_study(
             study_name=sid,
@@ -297,7 +324,8 @@ def _open_study(study: Study, sid: str, storage, plugins: Plugins, worker: int =
         raise HarnessError(f"cannot open the Optuna storage '{storage}': {exc}") from exc
     _retry_cut_off(optuna_study)
     # A resumed sampler must not replay the random start of the first run, nor copy another worker.
-    optuna_study.sampler = make_sampler(study.search.sampler, study.seed + len(optuna_study.trials) + 1000 * worker)
+    seed = sampler_seed(study.seed, candidate) + len(optuna_study.trials) + 1000 * worker
+    optuna_study.sampler = make_sampler(study.search.sampler, seed % (2**31 - 1))
     return optuna_study
 
 
@@ -383,11 +411,15 @@ def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, re
         on_epoch=lambda epoch, logs: (progress.bars.update(progress.epochs, completed=epoch + 1), stop_if_requested()),
     )
     metrics = fold_metrics(dataset.labels[val_idx], result.probabilities, study.metrics.top_k, extra_metrics)
+    settings = params | {k: getattr(train, k) for k in ("epochs", "batch_size", "optimizer", "learning_rate")}
+    if result.backbone:
+        settings |= {"weights": train.weights, "freeze_base": train.freeze_base, "fine_tune": train.fine_tune is not None}
+    dead = learned_nothing(result.probabilities)
     return FoldRecord(
         candidate=candidate.name, search_id=sid, config_id=cid, trial=number, repeat=repeat, fold=fold,
-        params=params | {k: getattr(train, k) for k in ("epochs", "batch_size", "optimizer", "learning_rate")},
-        tuned=dict(sampled), metrics=metrics, fit_seconds=round(result.fit_seconds, 3), epochs_run=result.epochs_run,
-        train_size=len(train_idx), val_size=len(val_idx),
+        params=settings, tuned=dict(sampled), metrics=metrics, fit_seconds=round(result.fit_seconds, 3),
+        epochs_run=result.epochs_run, train_size=len(train_idx), val_size=len(val_idx),
+        warnings=[f"learned nothing: {dead}"] if dead else [],
     )
 
 
@@ -399,6 +431,13 @@ def _trial_line(console, label, candidate, number, state, value, sampled, record
         f"{label}{candidate.name} trial {number} {state}: {study.metrics.objective} {value:.3f}{spread} "
         f"over {len(records)} fold(s) [dim]({shown})[/]"
     )
+    flagged = [r for r in records if r.warnings]
+    if flagged:
+        console.print(
+            f"[yellow]warning:[/] {label}{escape(candidate.name)} trial {number}: {len(flagged)} of {len(records)} "
+            f"fold(s) {escape(flagged[0].warnings[0])}. Its score is no evidence of learning: check the learning "
+            "rate, the weights and freeze_base."
+        )
 
 
 def _short(value: Any) -> str:

@@ -87,8 +87,13 @@ def make_oracle(study: Study, candidate: Candidate, goal: str) -> kt.Oracle:
     return kt.oracles.BayesianOptimizationOracle(max_trials=trials, **common)
 
 
-def run_tuner_search(run: RunInfo, plugins: Plugins, console: Console | None = None, workers: int = 1) -> None:
-    """Run every candidate's keras-tuner search; resumes the tuner's saved state and reuses records."""
+def run_tuner_search(
+    run: RunInfo, plugins: Plugins, console: Console | None = None, workers: int = 1
+) -> dict[str, str]:
+    """Run every candidate's keras-tuner search; resumes the tuner's saved state and reuses records.
+
+    Returns the candidates whose every trial failed, each with its last error (the others still run).
+    """
     if workers > 1:
         raise HarnessError('several workers need search.engine = "optuna"; keras_tuner runs in one process.')
     study = run.study
@@ -97,6 +102,7 @@ def run_tuner_search(run: RunInfo, plugins: Plugins, console: Console | None = N
     splits = [(r, f) for r in range(study.cv.repeats) for f in range(study.cv.folds)]
     extra_metrics = [plugins.metrics.get(m) for m in study.metrics.extra]
     goal = direction(study, plugins)
+    failures: dict[str, str] = {}
 
     with _Progress(console) as progress:
         for candidate in study.candidates:
@@ -144,13 +150,10 @@ def run_tuner_search(run: RunInfo, plugins: Plugins, console: Console | None = N
             try:
                 tuner.search(verbose=0)
             except RuntimeError as exc:  # keras-tuner gives up after consecutive failed trials
-                errors.append(str(exc))
+                errors += [] if errors else [str(exc)]  # the trials' own error says more
             if not any(t.status == "COMPLETED" for t in tuner.oracle.trials.values()):
-                raise HarnessError(
-                    f"candidate '{candidate.name}': no keras-tuner trial completed"
-                    + (f" (last error: {errors[-1]})" if errors else "")
-                    + "; nothing to rank."
-                )
+                failures[candidate.name] = errors[-1] if errors else "no keras-tuner trial completed"
+    return failures
 
 
 class FoldTuner(kt.Tuner):

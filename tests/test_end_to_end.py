@@ -36,6 +36,7 @@ def test_run_writes_leaderboard_folds_records_and_reports(tiny_study, tmp_path, 
     # k above the 3 classes: 1 for every model, so recorded (not a crash) but left off the leaderboard
     assert not [c for c in board.columns if c.startswith("top_5")]
     assert "top-5" not in (out / "leaderboard.md").read_text() and "top-2" in (out / "leaderboard.md").read_text()
+    assert "top_5" not in (out / "report.md").read_text() and "top_2_accuracy" in (out / "report.md").read_text()
     assert board.loc[0, "complete"] == 2 and board.loc[0, "folds"] == 2
     assert "learning_rate" in json.loads(board.loc[0, "best_params"])
     records = read_records(out / "records.jsonl")
@@ -141,10 +142,10 @@ def test_a_trial_failing_with_a_user_error_says_so_in_one_message_without_a_trac
     the failed trial (with the exception's traceback) is not shown."""
     done = _run_with_failing_folds(tmp_path, 5, "the weights file is missing: fetch it")
     assert done.returncode == 2
-    assert done.stderr.count("the weights file is missing: fetch it") == 2  # once per failed trial
+    assert done.stderr.count("failed: the weights file is missing: fetch it") == 2  # once per failed trial
     # the same error twice in a row: the candidate's other 3 trials are not tried
     assert "two trials in a row failed with the same error" in " ".join(done.stderr.split())
-    assert "trial 2" not in done.stderr and "no trial completed" in done.stderr
+    assert "trial 2" not in done.stderr and "1 of 1 candidate(s) failed" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr and "failed with value None" not in done.stderr
 
 
