@@ -89,3 +89,13 @@ def test_search_space_translates_to_keras_tuner_and_back():
     assert sampled_values(space, values) == {
         "head": [1024, 600], "optimizer": "sgd", "batch_size": 16, "learning_rate": 1e-3, "epochs": 4,
     }
+
+
+def test_a_candidate_failing_under_keras_tuner_is_marked_and_the_others_ranked(tmp_path, capsys):
+    path = study_file(tmp_path, "ktfail", 'engine = "keras_tuner"\noracle = "random"')
+    path.write_text(path.read_text() + '\n[[candidates]]\nname = "small"\nmodel = "mobilenetv2"\nweights = "none"\n')
+    assert main(["run", str(path), "--results", str(tmp_path / "r")]) == 2
+    assert "1 of 2 candidate(s) failed" in " ".join(capsys.readouterr().err.split())
+    board = pd.read_csv(tmp_path / "r" / "ktfail" / "leaderboard.csv").set_index("candidate")
+    assert board.loc["cnn5", "status"] == "ok" and board.loc["cnn5", "rank"] == 1
+    assert board.loc["small", "status"] == "failed" and "at least 32×32" in board.loc["small", "error"]
