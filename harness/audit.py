@@ -1,9 +1,10 @@
 """Leakage audit: duplicates, near duplicates and copies, joined into groups and reported.
 
-``find_leakage`` runs on every load (``harness.data.load_dataset``): exact duplicates (same content
-hash), near duplicates (perceptual hashes within a share of their bits) and the plugin's own groups
-(augmented copies, views of one specimen) become one group each, so folds keep them together.
-``audit`` adds counts, skipped files and fold balance; ``write_report`` and ``print_report`` show it.
+``find_leakage`` runs on every load (``harness.data.load_dataset``): exact duplicates (the same
+pixels, in any rotation or mirror image), near duplicates (perceptual hashes within a share of their
+bits, in any orientation) and the plugin's own groups (augmented copies, views of one specimen)
+become one group each, so folds keep them together. ``audit`` adds counts, formats, misnamed and
+skipped files, the folder layout and fold balance; ``write_report`` and ``print_report`` show it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -22,41 +24,96 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from harness.errors import HarnessError
-from harness.images import HASH_BITS, NEAR_DUPLICATES, near_pairs
+from harness.images import HASH_BITS, NEAR_DUPLICATES, ORIENTATIONS, near_pairs, relative_orientation
 
 if TYPE_CHECKING:
     from harness.config import CVConfig
     from harness.data import Dataset
 
+#: Kinds of duplicate: files of identical bytes, or of the same pixels, or near duplicates.
+IDENTICAL_BYTES, SAME_PIXELS, SIMILAR = "identical bytes", "same pixels", "similar"
+#: Formats whose files carry another format's extensions: an MPO is a JPEG with extra pictures.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 image', '2 images', '0 classes'; ``nouns`` for plurals other than -s or -es."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {nouns or noun + ('es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's')}"
+
+
+class Match(NamedTuple):
+    """How one image of a duplicate set is another: the kind of match, and the turn from one to the other."""
+
+    kind: str  # IDENTICAL_BYTES, SAME_PIXELS or SIMILAR (near duplicates)
+    orientation: int = 0  # index into harness.images.ORIENTATIONS
+
+    @property
+    def turned(self) -> bool:
+        return self.orientation != 0
+
+    def describe(self) -> str:
+        """'identical bytes', 'same pixels, rotated 180°', 'mirrored left-right', 'as is'."""
+        turn = ORIENTATIONS[self.orientation][0]
+        if self.kind == SIMILAR:
+            return turn
+        return f"{self.kind}, {turn}" if self.turned else self.kind
+
+
 @dataclass
 class Leakage:
-    """What ties images together, by sample id; ``groups`` is the merged group key per row."""
+    """What ties images together, by sample id; ``groups`` is the merged group key per row.
+
+    ``matches[(first, other)]`` says how ``other`` is ``first``: for each exact set its first image
+    and each other one, for each near pair its two images.
+    """
 
     groups: pd.Series
     exact: list[list[str]] = field(default_factory=list)
     near: list[tuple[str, str, int]] = field(default_factory=list)
     copies: list[list[str]] = field(default_factory=list)
     threshold_bits: int = 0
+    matches: dict[tuple[str, str], Match] = field(default_factory=dict)
+
+    def matches_of(self, members: list[str]) -> dict[str, Match]:
+        """How each image of a duplicate set (or pair) after the first is the first."""
+        return {m: self.matches.get((members[0], m), Match(IDENTICAL_BYTES)) for m in members[1:]}
+
+    def turned(self, members: list[str]) -> bool:
+        """Whether a duplicate set holds a rotated or mirrored copy."""
+        return any(match.turned for match in self.matches_of(members).values())
 
     def notes(self, labels: dict[str, str]) -> list[str]:
         """Warnings for a run: what was joined, and duplicates that span classes."""
         notes = []
-        found = [f"{len(self.exact)} set(s) of exact duplicates"] if self.exact else []
-        found += [f"{len(self.near)} near-duplicate pair(s)"] if self.near else []
+        pairs = [[a, b] for a, b, _ in self.near]
+        found = [f"{plural(len(self.exact), 'set')} of exact duplicates{self._turned_share(self.exact)}"] if self.exact else []
+        found += [f"{plural(len(pairs), 'near-duplicate pair')}{self._turned_share(pairs)}"] if pairs else []
         if found:
             notes.append(f"{' and '.join(found)} joined into groups so folds keep them together (`harness audit` lists them)")
-        crossing = [ids for ids in self.exact + [[a, b] for a, b, _ in self.near] if len({labels[i] for i in ids}) > 1]
+        crossing = [ids for ids in self.exact + pairs if len({labels[i] for i in ids}) > 1]
         if crossing:
-            example = " = ".join(f"{i} ({labels[i]})" for i in crossing[0])
+            matches = self.matches_of(crossing[0])
+            example = " = ".join(
+                f"{i} ({labels[i]}, {matches[i].describe()})" if i in matches and matches[i].turned else f"{i} ({labels[i]})"
+                for i in crossing[0]
+            )
             notes.append(
-                f"{len(crossing)} duplicate set(s) span classes, e.g. {example}: the same picture under two "
-                "labels; remove or relabel them"
+                f"{plural(len(crossing), 'duplicate set')} across classes{self._turned_share(crossing)}, e.g. "
+                f"{example}: the same picture under two labels; remove or relabel them"
             )
         return notes
 
+    def _turned_share(self, sets: list[list[str]]) -> str:
+        turned = sum(self.turned(members) for members in sets)
+        return f" ({turned} rotated or mirrored)" if turned else ""
+
 
 def find_leakage(table: pd.DataFrame, near_share: float = NEAR_DUPLICATES) -> Leakage:
-    """Join rows that share a content hash, a near-identical perceptual hash or a plugin group."""
+    """Join rows that share pixels (in any orientation), a near-identical perceptual hash (in any
+    orientation) or a plugin group. Without ``pixel_hash`` and ``oriented_phashes`` columns, rows
+    are compared by content ``hash`` and upright ``phash`` alone."""
     index = table.index
     table = table.reset_index(drop=True)
     n = len(table)
@@ -65,19 +122,28 @@ def find_leakage(table: pd.DataFrame, near_share: float = NEAR_DUPLICATES) -> Le
     group_sets = _sets(table["group"])
     copies = [list(ids[rows]) for rows in group_sets if len(rows) > 1]
     edges += [(rows[:-1], rows[1:]) for rows in group_sets]
-    exact = []
-    if "hash" in table.columns:
-        for rows in _sets(table["hash"]):
-            if len(rows) > 1:
+    key = next((column for column in ("pixel_hash", "hash") if column in table.columns), None)
+    exact: list[list[str]] = []
+    matches: dict[tuple[str, str], Match] = {}
+    if key is not None:
+        for rows in _sets(table[key]):
+            if len(rows) > 1 and table[key].iat[rows[0]]:
                 exact.append(list(ids[rows]))
                 edges.append((rows[:-1], rows[1:]))
+                matches |= {(ids[rows[0]], ids[r]): _exact_match(table, rows[0], r) for r in rows[1:]}
     near: list[tuple[str, str, int]] = []
     bits = int(round(near_share * HASH_BITS)) if near_share > 0 else -1
     if bits >= 0 and "phash" in table.columns and n > 1:
-        first = table.drop_duplicates("hash").index.to_numpy()  # exact copies are joined above
-        a, b, distance = near_pairs(table["phash"].iloc[first].tolist(), bits)
-        near = [(ids[first[i]], ids[first[j]], int(d)) for i, j, d in zip(a, b, distance)]
-        edges.append((first[a], first[b]))
+        first = table.drop_duplicates(key).index.to_numpy() if key else np.arange(n)  # exact ones are joined above
+        upright = table["phash"].iloc[first]
+        turned = table["oriented_phashes"].iloc[first] if "oriented_phashes" in table.columns else [()] * len(first)
+        oriented = [tuple(hashes) or (phash,) for hashes, phash in zip(turned, upright)]
+        pairs = near_pairs(oriented, bits)
+        for i, j, distance, turn in zip(*pairs):
+            a, b = ids[first[i]], ids[first[j]]
+            near.append((a, b, int(distance)))
+            matches[(a, b)] = Match(SIMILAR, int(turn))
+        edges.append((first[pairs.first], first[pairs.second]))
     groups = table["group"].astype(str)
     if edges:
         rows = np.concatenate([e[0] for e in edges]).astype(int)
@@ -85,7 +151,17 @@ def find_leakage(table: pd.DataFrame, near_share: float = NEAR_DUPLICATES) -> Le
         graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
         _, component = connected_components(graph, directed=False)
         groups = groups.groupby(component).transform("min")  # a joined group takes its smallest key
-    return Leakage(pd.Series(groups.to_numpy(), index=index), exact, near, copies, bits)
+    return Leakage(pd.Series(groups.to_numpy(), index=index), exact, near, copies, bits, matches)
+
+
+def _exact_match(table: pd.DataFrame, first: int, other: int) -> Match:
+    """How row ``other`` is row ``first``, two rows of the same pixels: the same bytes, or which turn."""
+    if "hash" in table.columns and table["hash"].iat[first] == table["hash"].iat[other]:
+        return Match(IDENTICAL_BYTES)
+    if "pixel_orientation" not in table.columns:
+        return Match(SAME_PIXELS)
+    orientation = table["pixel_orientation"]
+    return Match(SAME_PIXELS, relative_orientation(int(orientation.iat[first]), int(orientation.iat[other])))
 
 
 def _sets(values: pd.Series) -> list[np.ndarray]:
@@ -101,7 +177,10 @@ def _sets(values: pd.Series) -> list[np.ndarray]:
 
 
 def audit(dataset: Dataset, cv: CVConfig, source: str, name: str | None = None) -> dict[str, Any]:
-    """Everything worth knowing before training on a dataset, as a JSON-ready dict."""
+    """Everything worth knowing before training on a dataset, as a JSON-ready dict.
+
+    Files are named by sample id: for datasets of folders, the path relative to the dataset's root.
+    """
     from harness.data import apply_small_class_policy
     from harness.folds import make_folds
 
@@ -126,31 +205,48 @@ def audit(dataset: Dataset, cv: CVConfig, source: str, name: str | None = None) 
     }
     if dataset.store is not None and "hash" in table.columns:
         probes = dataset.store.cached(table["hash"].unique().tolist())
-        kinds = pd.Series([f"{p.format} {p.mode}" for p in probes.values()], dtype=str)
-        report["formats"] = {k: int(v) for k, v in kinds.value_counts().items()}
-    report["skipped"] = [{"path": p, "reason": r} for p, r in dataset.skipped]
+        formats = table["hash"].map(lambda h: probes[h].format)
+        kinds = table["hash"].map(lambda h: f"{probes[h].format} {probes[h].mode}")
+        report["formats"] = {k: int(v) for k, v in kinds.value_counts().items()}  # images, not unique files
+        report["misnamed"] = _misnamed(table["id"], table["path"], formats)
+    else:
+        report["misnamed"] = []
+    shown = _shown_paths(dataset)
+    report["skipped"] = [{"path": shown.get(str(p), str(p)), "reason": r} for p, r in dataset.skipped]
+    report["layout"] = [{"path": p, "note": note} for p, note in getattr(dataset.samples, "layout_notes", [])]
 
     def entry(members: list[str]) -> dict[str, Any]:
         classes = sorted({labels[i] for i in members})
         item = {"files": members, "labels": classes, "cross_class": len(classes) > 1}
         if splits:
             item["splits"] = sorted({splits[i] for i in members})
-        return item
+        return item | {"rotated_or_mirrored": leakage.turned(members)}
 
-    report["exact_duplicates"] = [entry(m) for m in leakage.exact]
-    report["near_duplicates"] = [entry([a, b]) | {"bits": bits} for a, b, bits in leakage.near]
+    report["exact_duplicates"] = [
+        entry(m) | {"matches": {i: match.describe() for i, match in leakage.matches_of(m).items()}} for m in leakage.exact
+    ]
+    report["near_duplicates"] = [
+        entry([a, b]) | {"bits": bits, "orientation": leakage.matches_of([a, b])[b].describe()} for a, b, bits in leakage.near
+    ]
     report["copy_groups"] = [entry(m) for m in leakage.copies]
-    problems = [f"skipped {p}: {r}" for p, r in dataset.skipped]
-    for kind in ("exact_duplicates", "near_duplicates"):
-        for item in report[kind]:
-            what = kind.replace("_", " ")[:-1]
-            if item["cross_class"]:
-                problems.append(f"{what} across classes {item['labels']}: " + " = ".join(item["files"]))
-            elif len(item.get("splits", [])) > 1:
-                problems.append(
-                    f"{what} across the layout's splits {item['splits']} (harness's folds keep them together; "
-                    "a model trained on the given split would see it twice): " + " = ".join(item["files"])
-                )
+    problems = [f"skipped {s['path']}: {s['reason']}" for s in report["skipped"]]
+    problems += [f"{m['file']}: {_misnamed_text(m)}" for m in report["misnamed"]]
+    problems += [f"{item['path']}: {item['note']}" for item in report["layout"]]
+
+    def joined(members: list[str]) -> str:
+        matches = leakage.matches_of(members)
+        return " = ".join(f"{i} ({matches[i].describe()})" if i in matches and matches[i].turned else i for i in members)
+
+    sets = [("exact duplicate", m, item) for m, item in zip(leakage.exact, report["exact_duplicates"])]
+    sets += [("near duplicate", [a, b], item) for (a, b, _), item in zip(leakage.near, report["near_duplicates"])]
+    for what, members, item in sets:
+        if item["cross_class"]:
+            problems.append(f"{what} across classes {item['labels']}: {joined(members)}")
+        elif len(item.get("splits", [])) > 1:
+            problems.append(
+                f"{what} across the layout's splits {item['splits']} (harness's folds keep them together; "
+                f"a model trained on the given split would see it twice): {joined(members)}"
+            )
     report["folds"] = {"scheme": cv.scheme, "folds": cv.folds, "seed": cv.seed}
     try:
         fold_data, notes = apply_small_class_policy(dataset, cv)
@@ -167,6 +263,32 @@ def audit(dataset: Dataset, cv: CVConfig, source: str, name: str | None = None) 
         problems.append(str(exc))
     report["problems"] = problems
     return report
+
+
+def _shown_paths(dataset: Dataset) -> dict[str, str]:
+    """Each file path of the plugin's table, as the report shows it: its sample id when it has one."""
+    source = dataset.samples.table
+    if "path" not in source.columns or "id" not in source.columns:
+        return {}
+    return dict(zip(source["path"].astype(str), source["id"].astype(str)))
+
+
+def _misnamed(ids: pd.Series, paths: pd.Series, formats: pd.Series) -> list[dict[str, str]]:
+    """Files named with another format's extension ('extension'), or with no image extension ('')."""
+    extensions = Image.registered_extensions()  # ".jpg" -> "JPEG", ...
+    found = []
+    for sample_id, path, content in zip(ids, paths, formats):
+        extension = Path(path).suffix.lower()
+        named = extensions.get(extension)
+        if _FORMAT_ALIASES.get(content, content) != _FORMAT_ALIASES.get(named, named):
+            found.append({"file": sample_id, "extension": extension if named else "", "content": content})
+    return found
+
+
+def _misnamed_text(item: dict[str, str]) -> str:
+    if not item["extension"]:
+        return f"a {item['content']} image without an image extension"
+    return f"a {item['content']} image named {item['extension']}"
 
 
 def write_report(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
@@ -189,11 +311,16 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def to_markdown(report: dict[str, Any]) -> str:
     """The audit as a Markdown document."""
     r = report
+    exact, near = r["exact_duplicates"], r["near_duplicates"]
+    turned = [sum(item["rotated_or_mirrored"] for item in found) for found in (exact, near)]
     out = [
         f"# Audit of `{r['dataset']}`", "",
-        f"Source: `{r['source']}`. {r['images']} images in {r['classes']} classes, {r['groups']} groups; "
-        f"{len(r['skipped'])} file(s) skipped. Near duplicates: perceptual hashes within "
-        f"{r['near_duplicate_bits']} of {r['hash_bits']} bits.", "",
+        f"Source: `{r['source']}`. {plural(r['images'], 'image')} in {plural(r['classes'], 'class')}, "
+        f"{plural(r['groups'], 'group')}; {plural(len(r['skipped']), 'file')} skipped.", "",
+        "Duplicates are matched in any orientation (rotated by 90°, 180° or 270°, or mirrored): exact ones have "
+        f"the same pixels, near ones {_near_rule(r)}. "
+        f"Found {plural(len(exact), 'exact-duplicate set')} ({turned[0]} rotated or mirrored) and "
+        f"{plural(len(near), 'near-duplicate pair')} ({turned[1]} rotated or mirrored).", "",
         "## Problems", "",
     ]
     out += [f"- {p}" for p in r["problems"]] or ["None found."]
@@ -201,7 +328,13 @@ def to_markdown(report: dict[str, Any]) -> str:
     splits = r["splits"]
     out += _md_table(["class", *splits, "total"], [[c, *[v[s] for s in splits], v["total"]] for c, v in r["counts"].items()])
     if r.get("formats"):
-        out += ["## Formats", ""] + _md_table(["format and mode", "images"], list(r["formats"].items()))
+        out += ["## Images per format", ""] + _md_table(["format and mode", "images"], list(r["formats"].items()))
+    misnamed = [[m["file"], m["extension"] or "(no image extension)", m["content"]] for m in r["misnamed"]]
+    out += ["## Files whose extension is not their format", ""]
+    out += _md_table(["file", "extension", "content"], misnamed) if misnamed else ["None.", ""]
+    layout = [[item["path"], item["note"]] for item in r["layout"]]
+    out += ["## Folder layout", ""]
+    out += _md_table(["path", "note"], layout) if layout else ["Nothing odd.", ""]
     out += ["## Skipped files", ""]
     out += _md_table(["file", "reason"], [[s["path"], s["reason"]] for s in r["skipped"]]) if r["skipped"] else ["None.", ""]
     for title, key in (("Exact duplicates", "exact_duplicates"), ("Near duplicates", "near_duplicates"),
@@ -211,10 +344,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         if not items:
             out += ["None.", ""]
             continue
-        rows = [[" = ".join(i["files"]), ", ".join(i["labels"]), "yes" if i["cross_class"] else "",
-                 *([", ".join(i["splits"])] if "splits" in i else []), *([i["bits"]] if "bits" in i else [])]
+        how = {"exact_duplicates": ["how"], "near_duplicates": ["orientation", "bits"]}.get(key, [])
+        header = ["files", *how, "classes", "across classes", *(["splits"] if splits else [])]
+        rows = [[" = ".join(i["files"]), *([_how(i)] if "matches" in i else [i[h] for h in how]),
+                 ", ".join(i["labels"]), "yes" if i["cross_class"] else "", *([", ".join(i["splits"])] if "splits" in i else [])]
                 for i in items]
-        header = ["files", "classes", "across classes", *(["splits"] if splits else []), *(["bits"] if key == "near_duplicates" else [])]
         out += _md_table(header, rows)
     folds = r["folds"]
     scheme = "holdout" if folds["scheme"] == "holdout" else f"{folds['folds']} folds"
@@ -227,10 +361,27 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _near_rule(report: dict[str, Any]) -> str:
+    if report["near_duplicate_bits"] < 0:
+        return "were not looked for (near-duplicate threshold 0)"
+    return f"perceptual hashes within {report['near_duplicate_bits']} of {report['hash_bits']} bits"
+
+
+def _how(item: dict[str, Any]) -> str:
+    """How an exact set's files are its first: 'identical bytes', or per file when they differ."""
+    kinds = set(item["matches"].values())
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "; ".join(f"{file}: {how}" for file, how in item["matches"].items())
+
+
 def print_report(report: dict[str, Any], console: Console, limit: int = 10) -> None:
     """A short rich rendering: counts, problems and the first few of each finding."""
     r = report
-    console.print(f"[bold]{escape(r['dataset'])}[/]: {r['images']} images, {r['classes']} classes, {r['groups']} groups")
+    console.print(
+        f"[bold]{escape(r['dataset'])}[/]: {plural(r['images'], 'image')}, {plural(r['classes'], 'class')}, "
+        f"{plural(r['groups'], 'group')}"
+    )
     table = Table()
     table.add_column("class")
     for s in r["splits"]:
@@ -240,7 +391,7 @@ def print_report(report: dict[str, Any], console: Console, limit: int = 10) -> N
         table.add_row(escape(c), *[str(v[s]) for s in r["splits"]], str(v["total"]))
     console.print(table)
     summary = (
-        f"skipped {len(r['skipped'])} · exact duplicate sets {len(r['exact_duplicates'])} · "
+        f"skipped {len(r['skipped'])} · misnamed {len(r['misnamed'])} · exact duplicate sets {len(r['exact_duplicates'])} · "
         f"near-duplicate pairs {len(r['near_duplicates'])} (≤ {r['near_duplicate_bits']}/{r['hash_bits']} bits) · "
         f"copy groups {len(r['copy_groups'])}"
     )
@@ -249,19 +400,21 @@ def print_report(report: dict[str, Any], console: Console, limit: int = 10) -> N
         sizes = np.array(list(r["folds"]["per_class"].values()))
         console.print(
             f"{', '.join(r['folds']['columns'])}: {sizes.sum(axis=0).tolist()} images; per class these differ by "
-            f"at most {int((sizes.max(axis=1) - sizes.min(axis=1)).max())} image(s); "
+            f"at most {plural(int((sizes.max(axis=1) - sizes.min(axis=1)).max()), 'image')}; "
             f"groups split across folds: {r['folds']['groups_split_across_folds']}"
         )
     for item in r["near_duplicates"][:limit]:
         flag = " [red](across classes)[/]" if item["cross_class"] else ""
-        console.print(f"  near duplicate ({item['bits']} bits): {escape(' = '.join(item['files']))}{flag}")
+        console.print(f"  near duplicate ({item['bits']} bits, {item['orientation']}): {escape(' = '.join(item['files']))}{flag}")
     if len(r["near_duplicates"]) > limit:
         console.print(f"  … {len(r['near_duplicates']) - limit} more near-duplicate pairs in audit.md")
     for item in r["exact_duplicates"][:limit]:
         flag = " [red](across classes)[/]" if item["cross_class"] else ""
-        console.print(f"  exact duplicate: {escape(' = '.join(item['files']))}{flag}")
+        console.print(f"  exact duplicate ({escape(_how(item))}): {escape(' = '.join(item['files']))}{flag}")
+    if len(r["exact_duplicates"]) > limit:
+        console.print(f"  … {len(r['exact_duplicates']) - limit} more exact-duplicate sets in audit.md")
     if r["problems"]:
-        console.print(f"[yellow]{len(r['problems'])} problem(s):[/]")
+        console.print(f"[yellow]{plural(len(r['problems']), 'problem')}:[/]")
         for p in r["problems"][:limit * 3]:
             console.print(f"  [yellow]•[/] {escape(p)}")
         if len(r["problems"]) > limit * 3:
@@ -289,6 +442,8 @@ def audit_target(
 
     if near is not None and not 0 <= near < 0.5:
         raise HarnessError(f"--near must be a share of hash bits in [0, 0.5), got {near}.")
+    if not target.exists() and target.suffix.lower() != ".toml":
+        raise HarnessError(f"no such folder or study file: {target}")
     if target.is_dir():
         name = target.resolve().name
         params = dict(plugins.datasets.get("folder").params) | {"root": str(target.resolve())}

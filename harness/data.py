@@ -17,8 +17,11 @@ from harness.plugins import Plugins
 from harness.specs import DatasetContext, Samples
 
 #: Columns the core fills or reads; the rest are metadata (extra model inputs). ``hash`` is the
-#: file's content hash and ``phash`` its perceptual hash (see harness.images).
-CORE_COLUMNS = ("id", "label", "group", "split", "path", "hash", "phash")
+#: file's content hash, ``pixel_hash`` one of its pixels in any orientation (``pixel_orientation``
+#: the turn it took), ``phash`` its perceptual hash and ``oriented_phashes`` that in each orientation
+#: (see harness.images.Probe).
+HASH_COLUMNS = ("hash", "pixel_hash", "pixel_orientation", "phash", "oriented_phashes")
+CORE_COLUMNS = ("id", "label", "group", "split", "path", *HASH_COLUMNS)
 
 
 @dataclass
@@ -113,8 +116,8 @@ def load_dataset(config: DatasetConfig, plugins: Plugins, context: DatasetContex
                 f"{where}: {len(skipped)} unreadable file(s): {listing}. Fix or remove them, or set "
                 "dataset.strict = false to skip them with a warning."
             )
-        table["hash"] = [probe.hash for probe in probes]
-        table["phash"] = [probe.phash for probe in probes]
+        for column in HASH_COLUMNS:
+            table[column] = [getattr(probe, column) for probe in probes]
         table = table[[probe.ok for probe in probes]].reset_index(drop=True)
         if table.empty:
             raise HarnessError(f"{where}: none of the {len(skipped)} files is a readable image (e.g. {skipped[0][0]}: {skipped[0][1]}).")

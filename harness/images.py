@@ -1,10 +1,11 @@
 """Images read by content, not by name, and decoded once into a uint8 cache.
 
-``probe_bytes`` decodes a file once: its content hash, whether it decodes, its size, a perceptual
-hash and (given a size) its pixels. ``decode`` turns bytes into a (height, width, 3) uint8 array
-under a resize policy. ``ImageStore`` remembers both on disk (a SQLite index and one stacked
-``.npy`` per exact image list, size and policy, whose rows the index also finds for any other list
-of the same images), so every fold, trial, candidate and later run reads the cache instead of the JPEG.
+``probe_bytes`` decodes a file once: its content hash, whether it decodes, its size, hashes of its
+pixels and perceptual hashes that see through rotations and mirror images, and (given a size) its
+pixels. ``decode`` turns bytes into a (height, width, 3) uint8 array under a resize policy.
+``ImageStore`` remembers both on disk (a SQLite index and one stacked ``.npy`` per exact image list,
+size and policy, whose rows the index also finds for any other list of the same images), so every
+fold, trial, candidate and later run reads the cache instead of the JPEG.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -37,6 +39,9 @@ SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", ".trashes"})
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: Bump when decoding changes what a cached array holds, so old arrays are not reused.
 DECODER_VERSION = 1
+#: Bump when a Probe gains or changes fields: probes live in a table named after it, so a cache
+#: written by another version is probed again rather than misread (its pixel arrays stay valid).
+PROBE_VERSION = 2
 #: JPEGs are decoded at a reduced scale (draft mode) down to this side at least. The perceptual
 #: hash is always taken at this scale, so it does not depend on the size a study asks for, and
 #: a study at this size or below decodes each file once for both the hash and its pixels.
@@ -195,17 +200,91 @@ def decode_file(path: str | Path, size: tuple[int, int], policy: str = "stretch"
     return decode(read_bytes(path), size, policy)
 
 
-def _dct_matrix(n: int) -> np.ndarray:
+#: The eight ways a copy of a picture may be turned (the dihedral group D4): a name for reports
+#: and the turn as a numpy view of an (height, width, ...) array. Index 0 is the picture as is.
+ORIENTATIONS: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] = (
+    ("as is", lambda a: a),
+    ("rotated 90° clockwise", lambda a: np.rot90(a, -1)),
+    ("rotated 180°", lambda a: a[::-1, ::-1]),
+    ("rotated 90° counter-clockwise", lambda a: np.rot90(a, 1)),
+    ("mirrored left-right", lambda a: a[:, ::-1]),
+    ("mirrored top-bottom", lambda a: a[::-1]),
+    ("mirrored across the diagonal", lambda a: a.swapaxes(0, 1)),
+    ("mirrored across the other diagonal", lambda a: a[::-1, ::-1].swapaxes(0, 1)),
+)
+
+
+def _orientation_tables() -> tuple[np.ndarray, np.ndarray]:
+    """``then[a, b]``, the one orientation that turning by a and then by b amounts to, and ``inverse[a]``."""
+    sample = np.arange(6).reshape(2, 3)  # no symmetry: each orientation gives another array
+    turned = [turn(sample) for _, turn in ORIENTATIONS]
+
+    def which(array: np.ndarray) -> int:
+        return next(k for k, other in enumerate(turned) if np.array_equal(other, array))
+
+    then = np.array([[which(turn(first)) for _, turn in ORIENTATIONS] for first in turned])
+    return then, np.argmin(then, axis=1)  # then[a, inverse[a]] == 0, "as is"
+
+
+_THEN, _INVERSE = _orientation_tables()
+
+
+def relative_orientation(canonical_a: int, canonical_b: int) -> int:
+    """How image b is image a turned (an index into ORIENTATIONS), for two images of one pixel hash
+    whose pixels the orientations ``canonical_a`` and ``canonical_b`` turn into the same array."""
+    return int(_THEN[canonical_a, _INVERSE[canonical_b]])
+
+
+def pixel_hash(pixels: np.ndarray) -> tuple[str, int]:
+    """A hex digest of the pixels that all eight orientations of them share, and the orientation
+    (index into ORIENTATIONS) that turns these pixels into the canonical array it digests.
+
+    The canonical array is the least of the eight: shape first, then bytes row by row. Rows are
+    compared, in doubling slices, only while orientations tie, so it costs about one digest.
+    """
+    views = [turn(pixels) for _, turn in ORIENTATIONS]
+    smallest = min(view.shape for view in views)
+    left = [k for k, view in enumerate(views) if view.shape == smallest]
+    start, step = 0, 1
+    while len(left) > 1 and start < smallest[0]:
+        rows = {k: views[k][start:start + step].tobytes() for k in left}
+        least = min(rows.values())
+        left = [k for k in left if rows[k] == least]
+        start, step = start + step, step * 2
+    canonical = views[left[0]]  # a tie to the end means equal arrays: any will do
+    digest = hashlib.blake2b(repr(canonical.shape).encode(), digest_size=16)
+    rows = max(1, (1 << 22) // max(1, canonical[0].nbytes))  # a turned view is copied a few MB at a time
+    for start in range(0, len(canonical), rows):
+        digest.update(np.ascontiguousarray(canonical[start:start + rows]).data)
+    return digest.hexdigest(), left[0]
+
+
+def _dct_matrix(n: int, keep: int) -> np.ndarray:
+    """The first ``keep`` rows (lowest frequencies) of the n-point DCT-II matrix."""
     k = np.arange(n)
-    return np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))
+    return np.cos(np.pi * (2 * k[None, :] + 1) * k[:keep, None] / (2 * n))
 
 
-_DCT64, _DCT32 = _dct_matrix(64), _dct_matrix(32)
+_DCT64, _DCT32 = _dct_matrix(64, 16), _dct_matrix(32, 8)
 
 
-def _low_frequency_bits(channel: np.ndarray, dct: np.ndarray, keep: int) -> np.ndarray:
-    coefficients = (dct @ channel @ dct.T)[:keep, :keep].ravel()[1:]  # without the mean (DC) term
-    return coefficients > np.median(coefficients)
+def _low_frequency_bits(channels: np.ndarray, dct: np.ndarray) -> np.ndarray:
+    """Per channel of a stack (n, side, side): whether each low-frequency coefficient is above their median."""
+    coefficients = (dct @ channels @ dct.T).reshape(len(channels), -1)[:, 1:]  # without the mean (DC) term
+    return coefficients > np.median(coefficients, axis=1, keepdims=True)
+
+
+def _thumbnail(image: Image.Image) -> np.ndarray:
+    small = image.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(small.convert("YCbCr"), dtype=np.float64)
+
+
+def _dct_hashes(thumbnails: Sequence[np.ndarray]) -> list[str]:
+    """The hex hash of each 64×64 YCbCr thumbnail, all in one pass: luma whole, chroma at half size."""
+    luma = np.stack([t[..., 0] for t in thumbnails])
+    bits = [_low_frequency_bits(luma, _DCT64)]
+    bits += [_low_frequency_bits(np.stack([t[::2, ::2, c] for t in thumbnails]), _DCT32) for c in (1, 2)]
+    return [row.tobytes().hex() for row in np.packbits(np.concatenate(bits, axis=1), axis=1)]
 
 
 def perceptual_hash(image: Image.Image) -> str:
@@ -215,19 +294,28 @@ def perceptual_hash(image: Image.Image) -> str:
     recompression and small edits keep most bits. Colour bits tell apart shells of one shape on
     the same background, which grey-only hashes (dHash, aHash) call duplicates.
     """
-    small = image.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    ycc = np.asarray(small.convert("YCbCr"), dtype=np.float64)
-    bits = [_low_frequency_bits(ycc[..., 0], _DCT64, 16)]
-    bits += [_low_frequency_bits(ycc[::2, ::2, c], _DCT32, 8) for c in (1, 2)]
-    return np.packbits(np.concatenate(bits)).tobytes().hex()
+    return _dct_hashes([_thumbnail(image)])[0]
+
+
+def oriented_perceptual_hashes(image: Image.Image) -> tuple[str, ...]:
+    """``perceptual_hash`` of the image turned each way of ORIENTATIONS (the first upright), from one thumbnail."""
+    thumbnail = _thumbnail(image)
+    return tuple(_dct_hashes([turn(thumbnail) for _, turn in ORIENTATIONS]))
 
 
 #: Bits in a perceptual hash (255 + 63 + 63); near-duplicate thresholds are shares of this.
 HASH_BITS = 381
 #: Default near-duplicate threshold: the share of those bits that may differ. Calibrated on the
 #: shared datasets: resized or re-encoded copies differ by up to 7 % (sports15), different shells
-#: of one species photographed alike by 9 % or more (seashells8).
+#: of one species photographed alike by 9 % or more (seashells8), also when one is turned or mirrored.
 NEAR_DUPLICATES = 0.08
+#: Words (of 64 bits) of two hashes compared for every pair, at least: only the pairs still within
+#: the threshold are compared further (random pairs differ by ~64 of the first 128 bits) ...
+_PREFILTER_WORDS = 2
+#: ... one by one (the next word for every pair) while more than 1 pair in this many is left.
+_SPARSE = 16
+#: Pairs compared per block (bounds the scratch arrays to a few megabytes, which stay in cache).
+_BLOCK = 1 << 18
 
 
 def _hash_words(hashes: Sequence[str]) -> np.ndarray:
@@ -243,30 +331,77 @@ def hash_distances(hashes: Sequence[str]) -> np.ndarray:
     return np.bitwise_count(words[:, None, :] ^ words[None, :, :]).sum(-1, dtype=np.int32)
 
 
-def near_pairs(hashes: Sequence[str], max_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i < j) of perceptual hashes at most ``max_bits`` apart, and their distances.
+class NearPairs(NamedTuple):
+    """Pairs of images (first < second, by position), their distance in bits, and how the second
+    is the first turned (an index into ORIENTATIONS)."""
 
-    Computed in blocks of rows, so memory stays small even for tens of thousands of images.
+    first: np.ndarray
+    second: np.ndarray
+    bits: np.ndarray
+    orientation: np.ndarray
+
+
+def near_pairs(oriented: Sequence[Sequence[str]], max_bits: int) -> NearPairs:
+    """Pairs of images whose perceptual hashes are at most ``max_bits`` apart in some orientation.
+
+    ``oriented[i]`` lists image i's hashes in the ORIENTATIONS order (``oriented_perceptual_hashes``;
+    only the first, upright, compares as is). The distance of two images is the least Hamming
+    distance between the upright hash of either and any hash of the other. Computed in blocks of
+    rows, the leading words first, so memory stays small for tens of thousands of images.
     """
-    words = _hash_words(hashes)
-    n = len(words)
-    step = max(1, (1 << 24) // max(1, n * words.shape[1]))
-    found_i, found_j, found_d = [], [], []
+    n = len(oriented)
+    turns = min((len(row) for row in oriented), default=1)
+    if n < 2:
+        return NearPairs(*(np.empty(0, int),) * 3, np.empty(0, int))
+    every = _hash_words([h for row in oriented for h in row[:turns]])  # image i turned k: row i * turns + k
+    upright, words = every[::turns], every.shape[1]
+    columns = [np.ascontiguousarray(every[:, w]) for w in range(words)]
+    step = max(1, _BLOCK // len(every))
+    scratch = np.empty((step, len(every)), np.uint64)
+    counts, totals = np.empty((step, len(every)), np.uint8), np.empty((step, len(every)), np.uint16)
+    found = []
     for start in range(0, n, step):
-        block = np.bitwise_count(words[start:start + step, None, :] ^ words[None, :, :]).sum(-1, dtype=np.int32)
-        i, j = np.nonzero(block <= max_bits)
-        keep = j > i + start
-        found_i.append(i[keep] + start)
-        found_j.append(j[keep])
-        found_d.append(block[i[keep], j[keep]])
-    if not found_i:
-        return np.empty(0, int), np.empty(0, int), np.empty(0, np.int32)
-    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
+        rows = slice(start, min(start + step, n))
+        size = rows.stop - start
+        total = totals[:size]
+        total.fill(0)
+        for w in range(words):
+            np.bitwise_xor(upright[rows, w, None], columns[w][None, :], out=scratch[:size])
+            np.bitwise_count(scratch[:size], out=counts[:size])
+            total += counts[:size]
+            close = total <= max_bits
+            if w + 1 >= _PREFILTER_WORDS and np.count_nonzero(close) * _SPARSE < close.size:
+                break
+        i, turned = np.nonzero(close)
+        bits = total[i, turned].astype(np.int32)
+        i += start
+        other = turned // turns
+        keep = other != i
+        i, turned, other, bits = i[keep], turned[keep], other[keep], bits[keep]
+        if w + 1 < words:  # the words left, for the pairs left
+            bits += np.bitwise_count(upright[i, w + 1:] ^ every[turned, w + 1:]).sum(-1, dtype=np.int32)
+            keep = bits <= max_bits
+            i, turned, other, bits = i[keep], turned[keep], other[keep], bits[keep]
+        found.append((i, other, bits, turned % turns))
+    i, other, bits, turn = (np.concatenate(column) for column in zip(*found))
+    # i upright matched ``other`` turned: ``other`` is i turned back, i is ``other`` turned
+    turn = np.where(i < other, _INVERSE[turn], turn)
+    first, second = np.minimum(i, other), np.maximum(i, other)
+    order = np.lexsort((turn, bits, second, first))  # per pair, the least distance (then "as is") first
+    first, second, bits, turn = first[order], second[order], bits[order], turn[order]
+    new = np.ones(len(first), bool)
+    new[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+    return NearPairs(first[new], second[new], bits[new], turn[new])
 
 
 @dataclass(frozen=True)
 class Probe:
-    """What one read of a file tells: its content hash and either its image facts or why it failed."""
+    """What one read of a file tells: its content hash and either its image facts or why it failed.
+
+    ``pixel_hash`` is equal for files of the same pixels in any orientation (``pixel_hash()``, with
+    ``pixel_orientation``, the turn it took); ``oriented_phashes`` are the perceptual hashes of the
+    image in each of the ORIENTATIONS, the first (upright) being ``phash``.
+    """
 
     hash: str | None
     reason: str | None = None
@@ -275,6 +410,9 @@ class Probe:
     format: str = ""
     mode: str = ""
     phash: str = ""
+    pixel_hash: str = ""
+    pixel_orientation: int = 0
+    oriented_phashes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -282,8 +420,12 @@ class Probe:
 
 
 def probe_bytes(data: bytes, size: tuple[int, int] | None = None, policy: str = "stretch") -> tuple[Probe, np.ndarray | None]:
-    """Decode bytes once: the Probe (proof that the whole file decodes, and its perceptual hash)
-    and, when ``size`` is given, the pixels at that size as ``decode`` would give them."""
+    """Decode bytes once: the Probe (proof that the whole file decodes, and its hashes) and, when
+    ``size`` is given, the pixels at that size as ``decode`` would give them.
+
+    The hashes are taken of the image decoded at DRAFT_SIDE, whatever the size, so that they are
+    the same for every study; for large JPEGs that is a reduced scale (draft mode).
+    """
     digest = content_hash(data)
     try:
         image = open_image(data)
@@ -295,7 +437,10 @@ def probe_bytes(data: bytes, size: tuple[int, int] | None = None, policy: str = 
         rgb = _load(image, target)
         hash_source = rgb if same_scale else _load(open_image(data), DRAFT_SIDE)
         pixels = np.asarray(resize(rgb, size, policy), dtype=np.uint8) if size else None
-        return Probe(digest, None, width, height, fmt, mode, perceptual_hash(hash_source)), pixels
+        oriented = oriented_perceptual_hashes(hash_source)
+        pixel_digest, pixel_orientation = pixel_hash(np.asarray(hash_source))
+        probe = Probe(digest, None, width, height, fmt, mode, oriented[0], pixel_digest, pixel_orientation, oriented)
+        return probe, pixels
     except UnreadableImage as exc:
         return Probe(digest, str(exc)), None
 
@@ -312,12 +457,24 @@ def probe_file(path: str | Path) -> Probe:
 # The decode-once cache
 
 
-_SCHEMA = """
+_PROBES = f"probes_v{PROBE_VERSION}"
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, hash TEXT);
-CREATE TABLE IF NOT EXISTS probes (hash TEXT PRIMARY KEY, reason TEXT, width INTEGER, height INTEGER,
-                                   format TEXT, mode TEXT, phash TEXT);
+CREATE TABLE IF NOT EXISTS {_PROBES} (hash TEXT PRIMARY KEY, reason TEXT, width INTEGER, height INTEGER,
+    format TEXT, mode TEXT, phash TEXT, pixel_hash TEXT, pixel_orientation INTEGER, oriented_phashes TEXT);
 CREATE TABLE IF NOT EXISTS rows (hash TEXT, folder TEXT, bundle TEXT, row INTEGER, PRIMARY KEY (hash, folder));
 """
+
+
+def _probe_row(probe: Probe) -> tuple:
+    """A Probe as a row of the probes table (its hashes in each orientation joined by commas)."""
+    return (probe.hash, probe.reason, probe.width, probe.height, probe.format, probe.mode, probe.phash,
+            probe.pixel_hash, probe.pixel_orientation, ",".join(probe.oriented_phashes))
+
+
+def _probe_from_row(row: tuple) -> Probe:
+    *facts, oriented = row
+    return Probe(*facts, tuple(oriented.split(",")) if oriented else ())
 
 
 def _stat_key(path: str) -> tuple[int, int] | None:
@@ -382,12 +539,11 @@ class ImageStore:
             results[i] = result
             if result.hash is not None and keys[i] is not None:
                 files.append((paths[i], keys[i][0], keys[i][1], result.hash))
-                probes.append((result.hash, result.reason, result.width, result.height, result.format,
-                               result.mode, result.phash))
+                probes.append(_probe_row(result))
         if files:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", files)
-                self._db.executemany("INSERT OR REPLACE INTO probes VALUES (?, ?, ?, ?, ?, ?, ?)", probes)
+                self._db.executemany(f"INSERT OR REPLACE INTO {_PROBES} VALUES ({', '.join('?' * 10)})", probes)
         return results  # type: ignore[return-value]
 
     def _probe_job(self, job: tuple[str, tuple[int, int] | None, str]) -> Probe:
@@ -408,8 +564,8 @@ class ImageStore:
 
     def cached(self, hashes: Iterable[str]) -> dict[str, Probe]:
         """The stored probes of these content hashes (those probed before)."""
-        rows = self._select("SELECT * FROM probes WHERE hash IN ({})", list(hashes))
-        return {r[0]: Probe(*r) for r in rows}
+        rows = self._select(f"SELECT * FROM {_PROBES} WHERE hash IN ({{}})", list(hashes))
+        return {r[0]: _probe_from_row(r) for r in rows}
 
     def _select(self, sql: str, values: Sequence[str], *fixed: str) -> list[tuple]:
         """Rows of ``sql`` whose ``IN ({})`` is each chunk of ``values``, after the ``fixed`` parameters."""

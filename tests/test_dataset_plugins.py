@@ -179,7 +179,10 @@ def test_conus_at_the_real_scale_from_the_thesis_file_list(plugins, tmp_path):
 @pytest.mark.parametrize("study", ["rocks", "minerals", "gems", "sports", "conus"])
 def test_study_file_validates_on_its_fixture_layout(study, tmp_path, capsys):
     layouts.all_layouts(tmp_path / "data")
-    code = main(["validate", str(STUDIES / f"{study}.toml"), "--data-root", str(tmp_path / "data"), "--folds", "2"])
+    code = main([
+        "validate", str(STUDIES / f"{study}.toml"), "--data-root", str(tmp_path / "data"), "--folds", "2",
+        "--weights", "none",  # validate builds every candidate: ImageNet weights cannot be fetched here
+    ])
     assert code == 0, capsys.readouterr().err
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +236,109 @@ def test_all_odd_files_are_listed(odd):
     folder, expected = odd
     assert set(expected) == set(ODD_FILES)
     assert (folder / "broken_link.jpg").is_symlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotations and mirror images
+
+
+def test_orientations_are_pillows_transposes():
+    picture = noise("turns", size=6).crop((0, 0, 6, 4))  # not square, no symmetry
+    pillow = [None, Image.Transpose.ROTATE_270, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_90,
+              Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.TRANSPOSE,
+              Image.Transpose.TRANSVERSE]
+    pixels = np.asarray(picture)
+    for (name, turn), method in zip(images.ORIENTATIONS, pillow):
+        expected = pixels if method is None else np.asarray(picture.transpose(method))
+        assert np.array_equal(turn(pixels), expected), name
+    turns = [turn for _, turn in images.ORIENTATIONS]
+    for a in range(8):
+        for b in range(8):  # a copy turned by relative_orientation(a, b), then by b, is the original turned by a
+            assert np.array_equal(turns[b](turns[images.relative_orientation(a, b)](pixels)), turns[a](pixels))
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 3), (6, 6, 3)])
+def test_pixel_hash_is_shared_by_every_orientation_and_tells_the_turn(shape):
+    pixels = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    digest, canonical = images.pixel_hash(pixels)
+    for k, (name, turn) in enumerate(images.ORIENTATIONS):
+        turned = np.ascontiguousarray(turn(pixels))
+        other, other_canonical = images.pixel_hash(turned)
+        assert other == digest, name
+        assert images.relative_orientation(canonical, other_canonical) == k, name
+    changed = pixels.copy()
+    changed[-1, -1, -1] ^= 1
+    assert images.pixel_hash(changed)[0] != digest
+    assert images.pixel_hash(pixels[:, :-1])[0] != digest
+
+
+def test_pixel_hash_of_a_symmetric_image_names_no_turn_between_equal_copies():
+    flat = np.full((4, 4, 3), 7, dtype=np.uint8)
+    (a, turn_a), (b, turn_b) = images.pixel_hash(flat), images.pixel_hash(flat.copy())
+    assert a == b and images.relative_orientation(turn_a, turn_b) == 0
+
+
+def _brute_force_pairs(oriented, max_bits):
+    """Every pair's least distance over both directions and all turns, and the turn from first to second."""
+    words = images._hash_words([h for row in oriented for h in row]).reshape(len(oriented), len(oriented[0]), -1)
+    found = {}
+    for a in range(len(oriented)):
+        for b in range(a + 1, len(oriented)):
+            # b upright = a turned k: b is a turned k; a upright = b turned k: b is a turned back
+            tries = [(int(np.bitwise_count(words[b, 0] ^ words[a, k]).sum()), k) for k in range(len(oriented[0]))]
+            tries += [(int(np.bitwise_count(words[a, 0] ^ words[b, k]).sum()), int(images._INVERSE[k]))
+                      for k in range(len(oriented[0]))]
+            bits, turn = min(tries)
+            if bits <= max_bits:
+                found[(a, b)] = (bits, turn)
+    return found
+
+
+def _flipped(hex_hash, rng, share):
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), np.uint8))
+    return np.packbits(bits ^ (rng.random(bits.size) < share)).tobytes().hex()
+
+
+@pytest.mark.parametrize("block", [1, 50, 1 << 18])
+@pytest.mark.parametrize("sparse", [1, 10**9])  # pairs left after the first words: always / never few enough
+def test_near_pairs_find_what_a_brute_force_search_finds_in_any_orientation(monkeypatch, block, sparse):
+    monkeypatch.setattr(images, "_BLOCK", block)
+    monkeypatch.setattr(images, "_SPARSE", sparse)
+    rng = np.random.default_rng(5)
+    oriented = [tuple(rng.bytes(48).hex() for _ in range(8)) for _ in range(30)]
+    for source, copy, turn in ((0, 3, 1), (4, 9, 6), (10, 11, 0), (12, 20, 3)):  # copies at some turn, a few bits off
+        oriented[copy] = (_flipped(oriented[source][turn], rng, 0.03), *oriented[copy][1:])
+    base = oriented[25][0]
+    for i in range(25, 30):  # five alike hashes: most pairs pass the first words, some are close
+        oriented[i] = tuple(_flipped(base, rng, 0.05) for _ in range(8))
+    pairs = images.near_pairs(oriented, 30)
+    found = {(int(a), int(b)): (int(bits), int(turn)) for a, b, bits, turn in zip(*pairs)}
+    expected = _brute_force_pairs(oriented, 30)
+    assert found == expected
+    assert {(0, 3), (4, 9), (10, 11), (12, 20)} <= set(found) and len(found) > 4
+    upright = [row[:1] for row in oriented]  # compared as is only
+    as_is = images.near_pairs(upright, 30)
+    assert {(int(a), int(b)): (int(bits), int(turn)) for a, b, bits, turn in zip(*as_is)} == _brute_force_pairs(upright, 30)
+    assert (10, 11) in zip(as_is.first.tolist(), as_is.second.tolist())
+
+
+def test_an_old_probe_cache_is_probed_again_not_misread(tmp_path):
+    path = _images(tmp_path / "img", 1)[0]
+    digest = images.content_hash(Path(path).read_bytes())
+    stat = os.stat(path)
+    (tmp_path / "cache").mkdir()
+    old = sqlite3.connect(tmp_path / "cache" / f"index-v{images.DECODER_VERSION}.sqlite3")
+    old.executescript("""
+        CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, hash TEXT);
+        CREATE TABLE probes (hash TEXT PRIMARY KEY, reason TEXT, width INTEGER, height INTEGER,
+                             format TEXT, mode TEXT, phash TEXT);
+    """)
+    old.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (path, stat.st_size, stat.st_mtime_ns, digest))
+    old.execute("INSERT INTO probes VALUES (?, NULL, 8, 8, 'JPEG', 'RGB', 'ab')", (digest,))
+    old.commit()
+    old.close()
+    probe = ImageStore(tmp_path / "cache", workers=1).probe([path])[0]
+    assert probe == images.probe_file(path)
+    assert probe.pixel_hash and len(probe.oriented_phashes) == 8 and probe.phash == probe.oriented_phashes[0]
+    again = ImageStore(tmp_path / "cache", workers=1).cached([digest])[digest]  # the new probe, stored
+    assert again == probe

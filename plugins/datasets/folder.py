@@ -2,8 +2,10 @@
 
 The building block of the study datasets (rocks, minerals, gems, sports): they are this layout
 with their own defaults and group keys. Files are taken whatever their extension (the core
-decodes by content); hidden and system files are ignored. Every row's ``id`` is the path relative
-to the root, so folds stay valid when the data moves.
+decodes by content); hidden and system files are ignored. Files in subfolders of a class folder
+belong to that class. Every row's ``id`` is the path relative to the root, so folds stay valid when
+the data moves. What the layout holds besides (empty class folders, nested and loose files) is
+noted for ``harness audit``.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from harness import REQUIRED, DatasetContext, DatasetSpec, HarnessError, Samples, hookimpl
+from harness.audit import plural
 from harness.errors import did_you_mean
 from harness.images import is_ignored
 
@@ -36,6 +41,14 @@ PARAMS = {
 }
 
 Grouper = Callable[[pd.DataFrame], pd.Series]
+
+
+@dataclass
+class FolderSamples(Samples):
+    """A folder layout's samples, and notes on the rest of the layout that ``harness audit`` reports."""
+
+    #: (path relative to the root, what is odd about it), e.g. an empty class folder.
+    layout_notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def resolve_root(dataset: str, root: str, context: DatasetContext) -> Path:
@@ -87,6 +100,29 @@ def scan(root: Path) -> pd.DataFrame:
                 rows.append(row)
     columns = ["id", "path", "label"] + (["split"] if splits else [])
     return pd.DataFrame(rows, columns=columns)
+
+
+def layout_notes(root: Path, table: pd.DataFrame) -> list[tuple[str, str]]:
+    """What the layout holds besides files in class folders, given its ``scan``: image files outside
+    any class folder (not used), empty class folders, and subfolders of a class folder (their files
+    are used as that class). Paths are relative to the root; folders end in '/'."""
+    image_extensions = Image.registered_extensions()
+    bases = detect_splits(root) or [root]
+    depth = 3 if "split" in table.columns else 2  # [split/]class/file
+    parts = table["id"].str.split("/")
+    notes = [
+        (file.relative_to(root).as_posix(), "an image file outside any class folder: not used")
+        for base in bases for file in sorted(base.iterdir())
+        if file.is_file() and not is_ignored(file.name) and file.suffix.lower() in image_extensions
+    ]
+    used = set(parts.str[:depth - 1].str.join("/"))
+    class_folders = sorted(folder.relative_to(root).as_posix() for base in bases for folder in subfolders(base))
+    notes += [(folder + "/", "an empty class folder: no files, so no class") for folder in class_folders if folder not in used]
+    nested = parts[parts.str.len() > depth].str[:-1].str.join("/")
+    for folder, count in nested.value_counts().sort_index().items():
+        label = folder.split("/")[depth - 2]
+        notes.append((folder + "/", f"a subfolder of class folder '{label}' with {plural(count, 'file')}, used as '{label}'"))
+    return notes
 
 
 def _names(params: dict, key: str, dataset: str) -> list[str]:
@@ -185,6 +221,7 @@ def load_folder(params: dict, context: DatasetContext, dataset: str = "folder", 
             f"dataset '{dataset}': no images in {root}. Expected one subfolder per class "
             "(optionally inside train/valid/test folders)."
         )
+    notes = layout_notes(root, table)
     table = select(table, params, dataset, root)
     if groups is None and params.get("group_pattern"):
         groups = pattern_groups(params["group_pattern"], dataset)
@@ -192,7 +229,7 @@ def load_folder(params: dict, context: DatasetContext, dataset: str = "folder", 
         table["group"] = groups(table)
     if params.get("metadata"):
         table = join_metadata(table, root, params["metadata"], dataset)
-    return Samples(table)
+    return FolderSamples(table, layout_notes=notes)
 
 
 def load(params: dict, context: DatasetContext) -> Samples:
