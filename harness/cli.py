@@ -1,8 +1,8 @@
 """The `harness` command.
 
 Exit codes: 0 success; 1 an unexpected error (a bug: the traceback is shown); 2 a problem for the
-user to fix (study file, data, plugin, command line: one line says what and where); 130 interrupted
-(rerun the same command to resume).
+user to fix (study file, data, plugin, command line, file system: one line says what and where);
+130 interrupted by Ctrl-C, 143 stopped by SIGTERM (rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness import __version__
-from harness.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, HarnessError
+from harness.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USER, HarnessError, file_system_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,43 +86,53 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    previous_handler = _stop_gracefully_on_ctrl_c(err)
+    previous_handlers = _stop_gracefully_on_signals(err)
     try:
         return _dispatch(args, err)
     except HarnessError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_USER
+    except OSError as exc:  # permissions, a full or read-only disk, a folder where a file should be
+        err.print(f"[bold red]error:[/] {escape(str(file_system_error(exc)))}", soft_wrap=True)
+        return EXIT_USER
     except KeyboardInterrupt:
+        from harness.search import stop_signal
+
         err.print("[yellow]interrupted.[/] Finished folds are saved; run the same command again to resume.")
-        return EXIT_INTERRUPTED
+        return 128 + stop_signal()  # 130 for Ctrl-C, 143 for SIGTERM
     except Exception:
         err.print_exception()
         err.print("[bold red]internal error[/] (a bug in harness or a plugin; please report it with the traceback above)")
         return EXIT_INTERNAL
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        for signum, previous in previous_handlers.items():
+            signal.signal(signum, previous)
 
 
-def _stop_gracefully_on_ctrl_c(err: Console):
-    """First Ctrl-C: finish the current epoch, keep every finished fold, exit 130. Second: stop now.
+def _stop_gracefully_on_signals(err: Console) -> dict:
+    """First Ctrl-C or SIGTERM: finish the current epoch, keep every finished fold, exit 130 (143
+    for SIGTERM). Second: stop now. Returns the handlers replaced.
 
     (An interrupt raised at an arbitrary point can land in a backend's own callback and be lost.)
     """
-    from harness.search import STOP_REQUESTED
+    from harness.search import STOP_REQUESTED, request_stop
 
     STOP_REQUESTED.clear()
 
     def handler(signum, frame):
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt
-        STOP_REQUESTED.set()
-        err.print("[yellow]stopping at the end of this epoch[/] (Ctrl-C again to stop at once)")
+        request_stop(signum)
+        again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
+        err.print(f"[yellow]stopping at the end of this epoch[/] ({again} again to stop at once)")
 
+    previous = {}
     try:
-        return signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave interrupts as they are
-        return None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread: leave signals as they are
+        pass
+    return previous
 
 
 def _dispatch(args: argparse.Namespace, err: Console) -> int:

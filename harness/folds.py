@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,6 @@ def save_or_check_folds(folds: pd.DataFrame, results_dir: Path) -> None:
             )
         return
     results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: two processes may write at once
     folds.to_csv(tmp, index=False)
     tmp.replace(path)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import HarnessError
-from harness.records import RECORDS_FILE, read_records
+from harness.records import RECORDS_FILE, load_records, skipped_lines_note
 from harness.search import RUN_FILE
 
 CSV_FILE = "leaderboard.csv"
@@ -51,7 +51,7 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
     if not run_path.exists():
         raise HarnessError(f"{results_dir}: not a results folder of harness (no {RUN_FILE}); run a study first.")
     info = json.loads(run_path.read_text())
-    records = read_records(results_dir / RECORDS_FILE)
+    records, skipped = load_records(results_dir / RECORDS_FILE)
     n_splits = info["folds"] * info["repeats"]
     objective, maximize = info["objective"], info["direction"] == "maximize"
     names = metric_names(info)
@@ -70,7 +70,7 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
         row = {"candidate": cand["name"], "model": cand["model"]}
         row["status"] = "failed" if cand["name"] in failed else "ok" if complete else "incomplete"
         row["error"] = failed.get(cand["name"], "")
-        row["trials"] = len({r.trial for r in mine})
+        row["trials"] = len(by_config)  # configurations tried: a retried trial is the same configuration
         row["complete"] = len(complete)
         if complete:
             frame = {cid: pd.DataFrame([r.metrics for r in rs]) for cid, rs in complete.items()}
@@ -83,7 +83,8 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
             best_records = complete[best]
             row["folds"] = len(best_records)
             row["fit_seconds"] = sum(r.fit_seconds for r in best_records) / len(best_records)
-            row["best_trial"] = min(r.trial for r in best_records)
+            row["best_trial"] = max(r.trial for r in best_records)  # the trial that completed it
+            row["config_id"] = best
             row["best_params"] = json.dumps(best_records[0].tuned, sort_keys=True)
             row["config"] = json.dumps(best_records[0].params, sort_keys=True)
             row["base"] = base_setting(best_records[0].params)
@@ -97,6 +98,7 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
     table = table.sort_values(key, ascending=not maximize, na_position="last", kind="stable").reset_index(drop=True)
     ranked = table[key].notna()
     table.insert(0, "rank", pd.Series(range(1, int(ranked.sum()) + 1), index=table.index[ranked], dtype="Int64"))
+    table.attrs["warnings"] = [skipped_lines_note(results_dir / RECORDS_FILE, skipped)] if skipped else []
     return table
 
 
@@ -204,6 +206,8 @@ def print_leaderboard(table: pd.DataFrame, console: Console, title: str = "Leade
         for row in rows:
             rich_table.add_row(*(escape(row[i]) for i in columns))
         console.print(rich_table)
+    for warning in table.attrs.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     for line in notes(table):
         style = "red" if ": FAILED: " in line else "yellow" if ": WARNING: " in line else ""
         console.print(f"  [{style}]{escape(line)}[/]" if style else f"  {escape(line)}", soft_wrap=True, highlight=False)

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
+
 RECORDS_FILE = "records.jsonl"
 
 
@@ -49,6 +51,9 @@ class RecordStore:
         self.path = Path(results_dir) / RECORDS_FILE
         self._by_key: dict[tuple[str, str, int, int], FoldRecord] = {}
         self._offset = 0
+        self._lines = 0
+        #: Line numbers (from 1) that hold no readable record: torn by a crash, or damaged.
+        self.skipped: list[int] = []
         self._refresh()
 
     def _refresh(self) -> None:
@@ -60,7 +65,10 @@ class RecordStore:
             data = fh.read()
         complete = data[: data.rfind(b"\n") + 1]
         self._offset += len(complete)
-        for record in _parse(complete.decode("utf-8", errors="replace")):
+        records, skipped = _parse(complete, first_line=self._lines + 1)
+        self._lines += complete.count(b"\n")
+        self.skipped += skipped
+        for record in records:
             self._by_key.setdefault(record.key, record)
 
     def get(self, search_id: str, config_id: str, repeat: int, fold: int) -> FoldRecord | None:
@@ -100,16 +108,41 @@ def _ends_with_newline(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
-def _parse(text: str) -> list[FoldRecord]:
-    records = []
-    for line in text.splitlines():
-        try:
-            records.append(FoldRecord(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
+def _parse(data: bytes, first_line: int = 1) -> tuple[list[FoldRecord], list[int]]:
+    """The records in ``data`` and the numbers of the non-empty lines that hold none."""
+    records, skipped = [], []
+    for number, line in enumerate(data.split(b"\n"), start=first_line):
+        if not line.strip():
             continue
-    return records
+        try:
+            records.append(FoldRecord(**json.loads(line.decode("utf-8"))))
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+            skipped.append(number)
+    return records, skipped
+
+
+def load_records(path: Path) -> tuple[list[FoldRecord], list[int]]:
+    """Every record in the file, in order, and the line numbers skipped as unreadable (torn by a
+    crash, damaged, not UTF-8)."""
+    if not path.exists():
+        return [], []
+    try:
+        return _parse(path.read_bytes())
+    except IsADirectoryError:
+        raise HarnessError(f"{path} is a folder, not a records file: move it away and run again.") from None
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror or exc}. Fix its permissions and run again.") from None
 
 
 def read_records(path: Path) -> list[FoldRecord]:
-    """Every complete record in the file, in order; torn lines are skipped."""
-    return _parse(path.read_text(encoding="utf-8")) if path.exists() else []
+    """Every complete record in the file, in order; unreadable lines are skipped."""
+    return load_records(path)[0]
+
+
+def skipped_lines_note(path: Path, skipped: list[int]) -> str:
+    """The warning for unreadable record lines, naming where they are."""
+    shown = ", ".join(map(str, skipped[:10])) + (" …" if len(skipped) > 10 else "")
+    return (
+        f"{path}: skipped {len(skipped)} unreadable line(s) (line {shown}): torn by a crash or damaged. "
+        "The folds they held count as not done and are trained again."
+    )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fcntl
 import os
 import signal
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,16 +20,20 @@ from harness.backend import start_backend
 from harness.config import Study
 from harness.data import Dataset, apply_small_class_policy, load_dataset
 from harness.features import FeatureCache
-from harness.folds import make_folds, save_or_check_folds
+from harness.folds import FOLDS_FILE, make_folds, save_or_check_folds
 from harness.leaderboard import build_leaderboard, print_leaderboard, write_leaderboard
 from harness.plugins import Plugins
-from harness.errors import HarnessError
+from harness.errors import HarnessError, file_system_error
+from harness.records import RECORDS_FILE
 from harness.search import (
-    STOP_REQUESTED, RunInfo, candidate_failures, open_storage, run_search, write_run_file,
+    JOURNAL_FILE, RUN_FILE, STOP_REQUESTED, RunInfo, candidate_failures, open_storage, run_search, stop_signal,
+    write_run_file,
 )
 from harness.specs import DatasetContext
 
 DATA_ROOT_ENV = "HARNESS_DATA_ROOT"
+#: prctl's option that sends a signal to this process when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 CACHE_ENV = "HARNESS_CACHE"
 
 
@@ -103,8 +113,31 @@ def describe(dataset: Dataset) -> str:
     )
 
 
+def check_results_folder(results_dir: Path) -> None:
+    """Fail early, in one line, when the results folder or its files cannot be written: a
+    read-only or full disk, no permission, a file where the folder should be, a folder where a
+    file should be (Optuna's journal and the records would fail later and less clearly)."""
+    probe = results_dir / f".write-test-{os.getpid()}"
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        probe.unlink()
+        for name in (RECORDS_FILE, JOURNAL_FILE, FOLDS_FILE, RUN_FILE):
+            path = results_dir / name
+            if path.is_dir():
+                raise HarnessError(f"{path} is a folder where harness keeps a file: move it away and run again.")
+            if path.exists():
+                with path.open("ab"):
+                    pass
+    except OSError as exc:
+        if exc.filename == str(probe):
+            exc.filename = str(results_dir)
+        raise file_system_error(exc) from None
+
+
 def _start(study: Study, plugins: Plugins, results_root: Path, data_root: Path, console: Console) -> RunInfo:
     results_dir = Path(results_root) / study.name
+    check_results_folder(results_dir)
     dataset, notes = prepare(study, plugins, data_root, console)
     console.print(f"[bold]{study.name}[/]: {describe(dataset)}")
     for note in notes:
@@ -129,6 +162,13 @@ def run_study(
     ``run_worker``); this process waits for them and then writes the leaderboard.
     """
     console = console or Console(stderr=True)
+    results_dir = Path(results_root) / study.name
+    check_results_folder(results_dir)
+    with run_lock(results_dir):
+        return _run_study(study, plugins, results_root, data_root, console, workers, worker_command)
+
+
+def _run_study(study, plugins, results_root, data_root, console, workers, worker_command) -> pd.DataFrame:
     run = _start(study, plugins, results_root, data_root, console)
     (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
     write_run_file(run, plugins)
@@ -138,18 +178,25 @@ def run_study(
         f"{len(study.candidates)} candidate(s) × {study.search.trials} trial(s) × "
         f"{study.cv.folds * study.cv.repeats} fold(s); results in {run.results_dir}"
     )
-    if workers > 1 and study.search.engine != "keras_tuner":
-        storage = open_storage(study, run.results_dir)  # create it before the workers race for it
-        _run_workers(workers, worker_command or [], console)
-        failures = candidate_failures(study, storage)
-    else:
-        console.print(start_backend())
-        if study.search.engine == "keras_tuner":
-            from harness.tuner_search import run_tuner_search
-
-            failures = run_tuner_search(run, plugins, console=console, workers=workers)
+    try:
+        if workers > 1 and study.search.engine != "keras_tuner":
+            storage = open_storage(study, run.results_dir)  # create it before the workers race for it
+            _run_workers(workers, worker_command or [], console)
+            failures = candidate_failures(study, storage)
         else:
-            failures = run_search(run, plugins, console=console)
+            console.print(start_backend())
+            if study.search.engine == "keras_tuner":
+                from harness.tuner_search import run_tuner_search
+
+                failures = run_tuner_search(run, plugins, console=console, workers=workers)
+            else:
+                failures = run_search(run, plugins, console=console)
+    except KeyboardInterrupt:
+        # What finished so far, ranked; the reporters run when the study ends.
+        table = build_leaderboard(run.results_dir)
+        write_leaderboard(table, run.results_dir)
+        print_leaderboard(table, Console(), title=f"{study.name} leaderboard so far (interrupted)")
+        raise
     write_run_file(run, plugins, failures)
     table = build_leaderboard(run.results_dir)
     write_leaderboard(table, run.results_dir)
@@ -165,8 +212,59 @@ def run_study(
     return table
 
 
+#: The lock file a `harness run` holds in its results folder while it runs.
+LOCK_FILE = ".run.lock"
+
+
+@contextlib.contextmanager
+def run_lock(results_dir: Path):
+    """Hold the results folder for this run: a second `harness run` on it is refused (its workers
+    are this run's). The lock goes with the process, however it ends."""
+    path = results_dir / LOCK_FILE
+    try:
+        handle = path.open("a+")
+    except OSError as exc:
+        raise file_system_error(exc) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise HarnessError(
+                f"{results_dir} is in use by another `harness run` ({holder}). Wait for it to finish, or give "
+                "this run another --results folder; to share one search between processes, use --workers N."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def end_with_parent() -> None:
+    """A worker stops (as on SIGTERM: at the end of its epoch, finished folds kept) when its parent
+    dies, even by kill -9: Linux's parent-death signal, and a watchdog where that is missing."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the watchdog alone
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        if not STOP_REQUESTED.is_set():  # the parent-death signal may have come first: one is enough
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def run_worker(study: Study, plugins: Plugins, results_root: Path, data_root: Path, index: int) -> None:
     """One of several processes searching one study through a shared storage."""
+    end_with_parent()
     console = Console(stderr=True)
     run = _start(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
     console.print(f"worker {index}: {start_backend()}")
@@ -185,6 +283,14 @@ def gpu_ids() -> list[str]:
     return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
+def _signal_workers(procs: list[subprocess.Popen], signum: int) -> int:
+    """Send ``signum`` to each worker still running; returns the signal."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signum)
+    return signum
+
+
 def worker_env(index: int, gpus: list[str]) -> dict[str, str]:
     """One GPU per worker when there are several; otherwise the workers share what there is."""
     env = dict(os.environ)
@@ -200,15 +306,24 @@ def _run_workers(workers: int, command: list[str], console: Console) -> None:
     gpus = gpu_ids()
     where = f"{len(gpus)} GPU(s)" if gpus else "the CPU"
     console.print(f"starting {workers} workers on {where}")
-    procs = [subprocess.Popen([*command, str(i)], env=worker_env(i, gpus)) for i in range(workers)]
+    # Each worker in a session of its own: a terminal's Ctrl-C reaches the parent alone, which passes
+    # it on once (twice would stop the workers at once instead of at the epoch end).
+    procs = [
+        subprocess.Popen([*command, str(i)], env=worker_env(i, gpus), start_new_session=True)
+        for i in range(workers)
+    ]
+    forwarded = 0
     try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
+        while any(p.poll() is None for p in procs):
+            if STOP_REQUESTED.is_set() and not forwarded:
+                forwarded = _signal_workers(procs, stop_signal())
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # a second Ctrl-C: the workers stop at once too
+        _signal_workers(procs, stop_signal())
         for p in procs:
             p.wait()
         raise
+    codes = [p.returncode for p in procs]
     if STOP_REQUESTED.is_set():
         raise KeyboardInterrupt
     failed = [(i, c) for i, c in enumerate(codes) if c != 0]

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 
@@ -27,14 +28,28 @@ from harness.errors import HarnessError
 from harness.evaluate import fold_metrics, learned_nothing
 from harness.folds import fold_indices
 from harness.plugins import Plugins
-from harness.records import FoldRecord, RecordStore
+from harness.records import FoldRecord, RecordStore, skipped_lines_note
 from harness.features import FeatureCache
 from harness.train import fit_fold
 
 RUN_FILE = "run.json"
-#: Set by a first Ctrl-C (see harness.cli): the run stops at the next epoch end, keeping finished folds.
+#: Set by a first Ctrl-C or SIGTERM (see harness.cli): the run stops at the next epoch end, keeping
+#: finished folds.
 STOP_REQUESTED = threading.Event()
-INTERRUPTED, RETRY_OF, OWNER, ERROR = "interrupted", "retry_of", "owner", "error"
+_stop_signal = signal.SIGINT
+
+
+def request_stop(signum: int = signal.SIGINT) -> None:
+    """Ask the run to stop at the next epoch end, remembering which signal asked (for the exit code)."""
+    global _stop_signal
+    _stop_signal = signum
+    STOP_REQUESTED.set()
+
+
+def stop_signal() -> int:
+    """The signal that asked the run to stop: SIGINT (Ctrl-C) unless another did."""
+    return _stop_signal
+INTERRUPTED, RETRY_OF, OWNER, ERROR, SURPLUS = "interrupted", "retry_of", "owner", "error", "surplus"
 OWNERLESS_GRACE_S = 60.0
 SQLITE_FILE, JOURNAL_FILE = "optuna.db", "optuna.journal"
 
@@ -115,6 +130,50 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
 
+def configuration_number(trials: list[optuna.trial.FrozenTrial], number: int) -> int:
+    """How many configurations were proposed before trial ``number``: its earlier trials less
+    those a retry replaced (cut off by a crash) and those never run (over the budget). A resumed
+    search numbers its configurations as an uninterrupted one does."""
+    replaced = {t.user_attrs.get(RETRY_OF) for t in trials}
+    return sum(
+        t.number < number and t.number not in replaced and not t.user_attrs.get(SURPLUS) for t in trials
+    )
+
+
+class SeededPerTrial(optuna.samplers.BaseSampler):
+    """A sampler made afresh for each trial, seeded from the candidate's seed and the trial's
+    configuration number: what it proposes depends on the seed, the candidate and the trial
+    history alone, never on what a process sampled before (so kill -9 and resume, or several
+    workers, propose what one uninterrupted run would)."""
+
+    def __init__(self, name: str, seed: int):
+        self._name, self._seed = name, seed
+        self._current = make_sampler(name, seed)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        index = configuration_number(study.get_trials(deepcopy=False), trial.number)
+        self._current = make_sampler(self._name, sampler_seed(self._seed, str(index)))
+        self._current.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._current.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._current.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._current.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._current.after_trial(study, trial, state, values)
+
+
+def study_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler of one candidate's search. QMC keeps one seed: its points come from one
+    scrambled sequence, indexed by the study's count of trials."""
+    return make_sampler(name, seed) if name == "qmc" else SeededPerTrial(name, seed)
+
+
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
@@ -151,7 +210,7 @@ def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | No
         "failed": dict(failures or {}),
     }
     path = run.results_dir / RUN_FILE
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: two processes may write at once
     tmp.write_text(json.dumps(info, indent=2))
     tmp.replace(path)
 
@@ -199,6 +258,8 @@ def run_search(
     study = run.study
     console = console or Console(stderr=True)
     records = RecordStore(run.results_dir)
+    if records.skipped:
+        console.print(f"[yellow]warning:[/] {escape(skipped_lines_note(records.path, records.skipped))}")
     storage = storage or open_storage(study, run.results_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _keep_reported_failures_out_of_optunas_log()
@@ -209,7 +270,7 @@ def run_search(
         for candidate in study.candidates:
             sid = search_id(study, candidate)
             spec = plugins.models.get(candidate.model)
-            optuna_study = _open_study(study, sid, storage, plugins, candidate.name, worker or 0)
+            optuna_study = _open_study(study, sid, storage, plugins, candidate.name)
             done = _finished(optuna_study)
             remaining = max(0, study.search.trials - done)
             progress.bars.update(
@@ -223,6 +284,10 @@ def run_search(
 
             def objective(trial: optuna.Trial, candidate=candidate, sid=sid, spec=spec) -> float:
                 nonlocal last_error
+                if over_budget(trial.study.get_trials(deepcopy=False), trial.number, study.search.trials):
+                    trial.set_user_attr(SURPLUS, True)  # another worker took the last place: not run
+                    trial.study.stop()
+                    raise OverBudget(f"trial {trial.number} is over the budget of {study.search.trials}")
                 sampled = {name: dim.suggest(trial) for name, dim in candidate.space.items()}
                 params, train = effective_params(candidate, sampled)
                 cid = config_id(sid, sampled)
@@ -255,8 +320,11 @@ def run_search(
                         trial.study.stop()
                     last_error = str(exc)
                     raise
-                except KeyboardInterrupt:
-                    trial.set_user_attr(INTERRUPTED, True)  # so the next run retries this configuration
+                except (KeyboardInterrupt, OSError):  # Ctrl-C, a full disk: the next run retries this configuration
+                    try:
+                        trial.set_user_attr(INTERRUPTED, True)
+                    except OSError:  # the storage is on the full disk too: its trial stays RUNNING, retried as dead
+                        pass
                     raise
                 value = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
                 _trial_line(console, label, candidate, trial.number, "complete", value, sampled, trial_records, study)
@@ -274,6 +342,18 @@ def run_search(
                 objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False
             )
     return candidate_failures(study, storage)
+
+
+class OverBudget(HarnessError):
+    """A trial started when the budget was already taken by running or finished trials."""
+
+
+def over_budget(trials: list[optuna.trial.FrozenTrial], number: int, budget: int) -> bool:
+    """Whether trial ``number`` is beyond the budget: trials that count (finished, or running or
+    queued to run) are ranked by number, so of two workers racing for the last place exactly one
+    runs, whichever way their checks interleave."""
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    return sum(t.number < number and t.state in live for t in trials) >= budget
 
 
 def candidate_failures(study: Study, storage) -> dict[str, str]:
@@ -311,7 +391,7 @@ def sampler_seed(seed: int, candidate: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{candidate}".encode()).digest()[:4], "little") % (2**31 - 1)
 
 
-def _open_study(study: Study, sid: str, storage, plugins: Plugins, candidate: str, worker: int = 0) -> optuna.Study:
+def _open_study(study: Study, sid: str, storage, plugins: Plugins, candidate: str) -> optuna.Study:
     try:
         optuna_study = optuna.create_study(
             study_name=sid,
@@ -323,9 +403,7 @@ def _open_study(study: Study, sid: str, storage, plugins: Plugins, candidate: st
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
         raise HarnessError(f"cannot open the Optuna storage '{storage}': {exc}") from exc
     _retry_cut_off(optuna_study)
-    # A resumed sampler must not replay the random start of the first run, nor copy another worker.
-    seed = sampler_seed(study.seed, candidate) + len(optuna_study.trials) + 1000 * worker
-    optuna_study.sampler = make_sampler(study.search.sampler, seed % (2**31 - 1))
+    optuna_study.sampler = study_sampler(study.search.sampler, sampler_seed(study.seed, candidate))
     return optuna_study
 
 

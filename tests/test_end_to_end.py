@@ -154,3 +154,39 @@ def test_trials_failing_with_different_errors_are_all_tried(tmp_path):
     assert done.returncode == 2
     assert [f"cannot run ({n})" in done.stderr for n in range(3)] == [True, True, True]
     assert "in a row" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_kill_9_and_resume_end_with_the_clean_runs_leaderboard(tmp_path):
+    """The sampler's proposals depend on the seed, the candidate and the trial history only, so a
+    search killed at any moment and resumed proposes what an uninterrupted one does."""
+    study = tmp_path / "kill.toml"
+    study.write_text(tiny_study_text(name="kill", trials=7))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def command(results):
+        return [sys.executable, "-m", "harness", "run", str(study), "--results", str(results)]
+
+    clean = subprocess.run(command(tmp_path / "clean"), env=env, capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    records_path = tmp_path / "crashed" / "kill" / "records.jsonl"
+    for kill_after in (1, 4, 9):  # mid-trial, between folds of a later trial, after the random start
+        proc = subprocess.Popen(command(tmp_path / "crashed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if records_path.exists() and records_path.read_text().count("\n") >= kill_after:
+                break
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+    resumed = subprocess.run(command(tmp_path / "crashed"), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def board(results):
+        return pd.read_csv(results / "kill" / "leaderboard.csv").drop(columns=["fit_seconds", "best_trial"])
+
+    pd.testing.assert_frame_equal(board(tmp_path / "clean"), board(tmp_path / "crashed"))
+    configs = [
+        {json.dumps(r.tuned, sort_keys=True) for r in read_records(results / "kill" / "records.jsonl")}
+        for results in (tmp_path / "clean", tmp_path / "crashed")
+    ]
+    assert configs[0] == configs[1] and len(configs[0]) == 7

@@ -9,7 +9,9 @@ import sys
 import time
 from collections import Counter
 
+import optuna
 import pandas as pd
+import pytest
 
 from harness.records import read_records
 from harness.runner import worker_env
@@ -23,7 +25,8 @@ def _check(results_dir, trials: int) -> list:
     assert max(keys.values()) == 1, "a fold record was written twice"
     per_config = Counter(r.config_id for r in records)
     board = pd.read_csv(results_dir / "leaderboard.csv")
-    assert board.loc[0, "complete"] >= trials
+    assert board.loc[0, "complete"] == trials, "the trial budget holds with several workers"
+    assert board.loc[0, "trials"] == trials
     complete = [c for c, n in per_config.items() if n == 2]
     assert len(complete) == board.loc[0, "complete"]
     assert (results_dir / "optuna.journal").exists() and not (results_dir / "optuna.db").exists()
@@ -41,6 +44,103 @@ def test_two_workers_finish_one_study(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[worker 0]" in done.stderr and "[worker 1]" in done.stderr
     _check(tmp_path / "r" / "w", trials=4)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "r" / "w" / "optuna.journal"))
+    )
+    name = optuna.get_all_study_names(storage)[0]
+    states = Counter(t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials)
+    assert states["COMPLETE"] + states.get("PRUNED", 0) == 4, states
+
+
+def test_over_budget_ranks_racing_trials_by_number():
+    from optuna.trial import TrialState, create_trial
+
+    from harness.search import over_budget
+
+    def trial(number, state):
+        t = create_trial(state=state, params={}, distributions={}, value=0.5 if state == TrialState.COMPLETE else None)
+        t.number = number
+        return t
+
+    done = [trial(i, TrialState.COMPLETE) for i in range(3)]
+    racing = [trial(3, TrialState.RUNNING), trial(4, TrialState.RUNNING)]
+    trials = done + racing
+    # two workers took trials 3 and 4 for the last place of 4: only the lower number runs
+    assert not over_budget(trials, 3, 4) and over_budget(trials, 4, 4)
+    # a failed trial frees its place
+    trials[3] = trial(3, TrialState.FAIL)
+    assert not over_budget(trials, 4, 4)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that will never reap it."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in fh)
+    except FileNotFoundError:
+        return False
+
+
+def _start_and_wait_for_records(study, results, name="w"):
+    records_path = results / name / "records.jsonl"
+    parent = subprocess.Popen(_command(study, results), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records_path.exists() and records_path.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2, children
+    return parent, [int(c) for c in children]
+
+
+def _wait_until_gone(pids, seconds=60.0) -> list[int]:
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def test_workers_end_with_their_parent_killed(tmp_path):
+    study = tmp_path / "w.toml"
+    study.write_text(tiny_study_text(name="w", trials=12))
+    parent, children = _start_and_wait_for_records(study, tmp_path / "r")
+    parent.kill()
+    parent.wait()
+    assert _wait_until_gone(children) == [], "workers outlived their parent"
+    # the same command resumes and runs exactly the asked trials
+    done = subprocess.run(_command(study, tmp_path / "r"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check(tmp_path / "r" / "w", trials=12)
+
+
+@pytest.mark.parametrize("stop, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "sigint"])
+def test_a_stopped_parent_stops_its_workers_and_writes_the_leaderboard_so_far(tmp_path, stop, code):
+    study = tmp_path / "w.toml"
+    study.write_text(tiny_study_text(name="w", trials=12))
+    parent, children = _start_and_wait_for_records(study, tmp_path / "r")
+    parent.send_signal(stop)
+    _, stderr = parent.communicate(timeout=300)
+    assert parent.returncode == code, stderr[-3000:]
+    assert "interrupted." in stderr and "Traceback" not in stderr
+    assert _wait_until_gone(children, 10) == []
+    assert (tmp_path / "r" / "w" / "leaderboard.csv").exists()
+    assert len(read_records(tmp_path / "r" / "w" / "records.jsonl")) < 24
+
+
+def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
+    study = tmp_path / "w.toml"
+    study.write_text(tiny_study_text(name="w", trials=12))
+    parent, _ = _start_and_wait_for_records(study, tmp_path / "r")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "harness", "run", str(study), "--results", str(tmp_path / "r")],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert "in use by another `harness run`" in " ".join(second.stderr.split())
+        assert f"pid {parent.pid}" in second.stderr
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        parent.communicate(timeout=300)
 
 
 def test_a_dead_worker_loses_nothing_and_its_trial_is_retried(tmp_path):

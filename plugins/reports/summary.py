@@ -51,7 +51,7 @@ def on_study_end(run, leaderboard: pd.DataFrame) -> None:
     for _, row in leaderboard.iterrows():
         if not isinstance(row.get("best_params"), str):
             continue
-        best = [r for r in records if r.candidate == row["candidate"] and r.trial == row["best_trial"]]
+        best = [r for r in records if r.candidate == row["candidate"] and r.config_id == row["config_id"]]
         metric_names = [m for m in (best[0].metrics if best else []) if tells_models_apart(m, info)]
         lines += [f"### {row['candidate']} (trial {row['best_trial']})", ""]
         lines += ["| repeat | fold | " + " | ".join(metric_names) + " | epochs | fit s |", "|---|---|" + "---|" * (len(metric_names) + 2)]
