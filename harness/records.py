@@ -77,6 +77,11 @@ class RecordStore:
             self._refresh()
         return self._by_key.get(key)
 
+    def count(self, search_id: str, config_id: str) -> int:
+        """How many folds of one configuration are recorded."""
+        self._refresh()
+        return sum(key[:2] == (search_id, config_id) for key in self._by_key)
+
     def append(self, record: FoldRecord) -> bool:
         """Write the record unless its key is already there; True when written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)

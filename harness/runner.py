@@ -24,10 +24,10 @@ from harness.folds import FOLDS_FILE, make_folds, save_or_check_folds
 from harness.leaderboard import build_leaderboard, print_leaderboard, write_leaderboard
 from harness.plugins import Plugins
 from harness.errors import HarnessError, file_system_error
-from harness.records import RECORDS_FILE
+from harness.records import RECORDS_FILE, RecordStore
 from harness.search import (
-    JOURNAL_FILE, RUN_FILE, STOP_REQUESTED, RunInfo, candidate_failures, open_storage, run_search, stop_signal,
-    write_run_file,
+    JOURNAL_FILE, RUN_FILE, STOP_REQUESTED, RunInfo, candidate_failures, open_storage, repair_journal,
+    requeue_unfinished_trials, run_search, stop_signal, write_run_file,
 )
 from harness.specs import DatasetContext
 
@@ -178,19 +178,28 @@ def _run_study(study, plugins, results_root, data_root, console, workers, worker
         f"{len(study.candidates)} candidate(s) × {study.search.trials} trial(s) × "
         f"{study.cv.folds * study.cv.repeats} fold(s); results in {run.results_dir}"
     )
+    torn = repair_journal(run.results_dir)
+    if torn:
+        console.print(
+            f"[yellow]warning:[/] {run.results_dir / JOURNAL_FILE}: dropped a torn last entry ({torn} bytes) "
+            "left by a crash or a full disk"
+        )
     try:
-        if workers > 1 and study.search.engine != "keras_tuner":
-            storage = open_storage(study, run.results_dir)  # create it before the workers race for it
-            _run_workers(workers, worker_command or [], console)
-            failures = candidate_failures(study, storage)
-        else:
+        if study.search.engine == "keras_tuner":
             console.print(start_backend())
-            if study.search.engine == "keras_tuner":
-                from harness.tuner_search import run_tuner_search
+            from harness.tuner_search import run_tuner_search
 
-                failures = run_tuner_search(run, plugins, console=console, workers=workers)
+            failures = run_tuner_search(run, plugins, console=console, workers=workers)
+        else:
+            storage = open_storage(study, run.results_dir)  # created before any worker races for it
+            # This run holds the folder: no trial is running, and lost fold records are known.
+            requeue_unfinished_trials(study, storage, RecordStore(run.results_dir))
+            if workers > 1:
+                _run_workers(workers, worker_command or [], console)
+                failures = candidate_failures(study, storage)
             else:
-                failures = run_search(run, plugins, console=console)
+                console.print(start_backend())
+                failures = run_search(run, plugins, storage=storage, console=console)
     except KeyboardInterrupt:
         # What finished so far, ranked; the reporters run when the study ends.
         table = build_leaderboard(run.results_dir)

@@ -120,6 +120,24 @@ def open_storage(study: Study, results_dir: Path):
     return journal
 
 
+def repair_journal(results_dir: Path) -> int:
+    """Drop a torn last entry of the journal (a crash or a full disk mid-write), which Optuna would
+    otherwise join to the next entry and then fail to read. Only for a process that owns the
+    folder (workers write concurrently); returns the bytes dropped."""
+    path = results_dir / JOURNAL_FILE
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with path.open("rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return 0
+        fh.seek(0)
+        data = fh.read()
+        keep = data.rfind(b"\n") + 1
+        fh.truncate(keep)
+    return len(data) - keep
+
+
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -338,10 +356,35 @@ def run_search(
                 if _finished(optuna_study) >= study.search.trials:
                     optuna_study.stop()  # other workers may have done the rest
 
-            optuna_study.optimize(
-                objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False
-            )
+            try:
+                optuna_study.optimize(
+                    objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False
+                )
+            except AssertionError as exc:
+                cause = _file_system_cause(exc)
+                if cause is None:
+                    raise
+                _name_the_folder(cause, run.results_dir)
+                raise cause from None
+            except OSError as exc:
+                _name_the_folder(exc, run.results_dir)
+                raise
     return candidate_failures(study, storage)
+
+
+def _name_the_folder(exc: OSError, folder: Path) -> None:
+    """A write to an open file fails without a file name: name the results folder it was in."""
+    if exc.filename is None:
+        exc.filename = str(folder)
+
+
+def _file_system_cause(exc: BaseException) -> OSError | None:
+    """The OSError under an exception, if any. Optuna, failing to write a trial's end to a storage on
+    a full or read-only disk, raises AssertionError("Should not reach.") over the real error."""
+    seen = exc.__context__
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__context__
+    return seen
 
 
 class OverBudget(HarnessError):
@@ -353,7 +396,13 @@ def over_budget(trials: list[optuna.trial.FrozenTrial], number: int, budget: int
     queued to run) are ranked by number, so of two workers racing for the last place exactly one
     runs, whichever way their checks interleave."""
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-    return sum(t.number < number and t.state in live for t in trials) >= budget
+    replaced = _replaced(trials)
+    return sum(t.number < number and t.state in live and t.number not in replaced for t in trials) >= budget
+
+
+def _replaced(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the trials a retry stands for: they no longer count against the budget."""
+    return {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
 
 
 def candidate_failures(study: Study, storage) -> dict[str, str]:
@@ -433,8 +482,32 @@ def _owner_is_dead(trial: optuna.trial.FrozenTrial) -> bool:
     return False
 
 
-def _retry_cut_off(optuna_study: optuna.Study) -> None:
-    """Queue once more each trial cut off by a crash, kill -9 or Ctrl-C; its finished folds are reused.
+def requeue_unfinished_trials(study: Study, storage, records: RecordStore) -> None:
+    """For the process that holds the results folder, before any worker starts, queue again:
+    - every RUNNING trial: a dead one, named or not (a full disk can cut a trial off before its
+      process names itself);
+    - every complete trial whose configuration lacks fold records (lines lost to damage).
+    Their finished folds are reused."""
+    splits = study.cv.folds * study.cv.repeats
+    for candidate in study.candidates:
+        sid = search_id(study, candidate)
+        try:
+            optuna_study = optuna.load_study(study_name=sid, storage=storage)
+        except KeyError:  # its search has not started
+            continue
+        _retry_cut_off(optuna_study, every_running_trial_is_dead=True)
+        trials = optuna_study.get_trials(deepcopy=False)
+        replaced = _replaced(trials)
+        for t in trials:
+            config = t.user_attrs.get("config_id")
+            if t.state == TrialState.COMPLETE and config and t.number not in replaced:
+                if records.count(sid, config) < splits:
+                    optuna_study.enqueue_trial(t.params, user_attrs={RETRY_OF: t.number})
+
+
+def _retry_cut_off(optuna_study: optuna.Study, every_running_trial_is_dead: bool = False) -> None:
+    """Queue once more each trial cut off by a crash, kill -9, Ctrl-C or a full disk; its finished
+    folds are reused.
 
     A RUNNING trial whose process is dead is marked failed first (Optuna has no public call to
     fail another process's trial).
@@ -443,7 +516,7 @@ def _retry_cut_off(optuna_study: optuna.Study) -> None:
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
     for trial in trials:
         if trial.state == TrialState.RUNNING:
-            if not _owner_is_dead(trial):
+            if not (every_running_trial_is_dead or _owner_is_dead(trial)):
                 continue
             try:
                 optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
@@ -461,7 +534,10 @@ def stop_if_requested() -> None:
 
 
 def _finished(optuna_study: optuna.Study) -> int:
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in optuna_study.get_trials(deepcopy=False))
+    """Finished configurations: complete or pruned trials that no retry replaced."""
+    trials = optuna_study.get_trials(deepcopy=False)
+    replaced = _replaced(trials)
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.number not in replaced for t in trials)
 
 
 def fold_record(
