@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from harness import __version__
 from harness.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USER, HarnessError, file_system_error
+from harness.memory import RestartForMemory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,11 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Only a process whose own command line this is may replace itself (see harness.memory).
+    restartable = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     previous_handlers = _stop_gracefully_on_signals(err)
     try:
-        return _dispatch(args, err)
+        return _dispatch(args, err, restartable)
+    except RestartForMemory as exc:
+        err.print(f"[yellow]{escape(str(exc))}[/]; continuing in a fresh process")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "harness", *argv])  # the same command resumes
     except HarnessError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_USER
@@ -135,7 +144,7 @@ def _stop_gracefully_on_signals(err: Console) -> dict:
     return previous
 
 
-def _dispatch(args: argparse.Namespace, err: Console) -> int:
+def _dispatch(args: argparse.Namespace, err: Console, restartable: bool = False) -> int:
     from harness.plugins import get_plugins
 
     if args.command == "leaderboard":
@@ -171,12 +180,14 @@ def _dispatch(args: argparse.Namespace, err: Console) -> int:
     from harness.runner import run_study, run_worker
 
     if args.worker_index is not None:
-        run_worker(study, plugins, args.results, data_root, args.worker_index)
+        run_worker(study, plugins, args.results, data_root, args.worker_index, restartable)
         return EXIT_OK
     worker_command = [sys.executable, "-m", "harness", "run", str(args.study), "--results", str(args.results)]
     worker_command += ["--data-root", str(data_root)]
     worker_command += [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    run_study(study, plugins, args.results, data_root, err, args.workers, [*worker_command, "--worker-index"])
+    run_study(
+        study, plugins, args.results, data_root, err, args.workers, [*worker_command, "--worker-index"], restartable
+    )
     return EXIT_OK
 
 

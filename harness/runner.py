@@ -22,6 +22,7 @@ from harness.data import Dataset, apply_small_class_policy, load_dataset
 from harness.features import FeatureCache
 from harness.folds import FOLDS_FILE, make_folds, save_or_check_folds
 from harness.leaderboard import build_leaderboard, print_leaderboard, write_leaderboard
+from harness.memory import MemoryGuard
 from harness.plugins import Plugins
 from harness.errors import HarnessError, file_system_error
 from harness.records import RECORDS_FILE, RecordStore
@@ -155,20 +156,24 @@ def run_study(
     console: Console | None = None,
     workers: int = 1,
     worker_command: list[str] | None = None,
+    restartable: bool = False,
 ) -> pd.DataFrame:
     """Run (or resume) a study and return its leaderboard.
 
     With ``workers`` > 1, ``worker_command`` + ``[index]`` starts each worker process (see
-    ``run_worker``); this process waits for them and then writes the leaderboard.
+    ``run_worker``); this process waits for them and then writes the leaderboard. ``restartable``:
+    the caller replaces the process on RestartForMemory (see harness.memory), as the CLI does.
     """
     console = console or Console(stderr=True)
     results_dir = Path(results_root) / study.name
     check_results_folder(results_dir)
     with run_lock(results_dir):
-        return _run_study(study, plugins, results_root, data_root, console, workers, worker_command)
+        return _run_study(study, plugins, results_root, data_root, console, workers, worker_command, restartable)
 
 
-def _run_study(study, plugins, results_root, data_root, console, workers, worker_command) -> pd.DataFrame:
+def _run_study(
+    study, plugins, results_root, data_root, console, workers, worker_command, restartable
+) -> pd.DataFrame:
     run = _start(study, plugins, results_root, data_root, console)
     (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
     write_run_file(run, plugins)
@@ -199,7 +204,8 @@ def _run_study(study, plugins, results_root, data_root, console, workers, worker
                 failures = candidate_failures(study, storage)
             else:
                 console.print(start_backend())
-                failures = run_search(run, plugins, storage=storage, console=console)
+                memory = MemoryGuard() if restartable else None
+                failures = run_search(run, plugins, storage=storage, console=console, memory=memory)
     except KeyboardInterrupt:
         # What finished so far, ranked; the reporters run when the study ends.
         table = build_leaderboard(run.results_dir)
@@ -271,13 +277,17 @@ def end_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-def run_worker(study: Study, plugins: Plugins, results_root: Path, data_root: Path, index: int) -> None:
+def run_worker(
+    study: Study, plugins: Plugins, results_root: Path, data_root: Path, index: int, restartable: bool = False
+) -> None:
     """One of several processes searching one study through a shared storage."""
     end_with_parent()
     console = Console(stderr=True)
     run = _start(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
     console.print(f"worker {index}: {start_backend()}")
-    run_search(run, plugins, storage=open_storage(study, run.results_dir), console=console, worker=index)
+    memory = MemoryGuard() if restartable else None
+    storage = open_storage(study, run.results_dir)
+    run_search(run, plugins, storage=storage, console=console, worker=index, memory=memory)
 
 
 def gpu_ids() -> list[str]:

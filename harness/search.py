@@ -27,6 +27,7 @@ from harness.data import Dataset
 from harness.errors import HarnessError
 from harness.evaluate import fold_metrics, learned_nothing
 from harness.folds import fold_indices
+from harness.memory import MemoryGuard, RestartForMemory
 from harness.plugins import Plugins
 from harness.records import FoldRecord, RecordStore, skipped_lines_note
 from harness.features import FeatureCache
@@ -265,13 +266,15 @@ def run_search(
     storage: str | optuna.storages.BaseStorage | None = None,
     console: Console | None = None,
     worker: int | None = None,
+    memory: MemoryGuard | None = None,
 ) -> dict[str, str]:
     """Run every candidate's search until it has its trials; resumes whatever a previous run left.
 
     Several processes may run this at once on one study (``worker`` = 0, 1, ...; bars off, lines
     labelled) when the storage is safe for it; a trial whose process died is retried by whichever
     process sees it first. A candidate whose every trial fails does not stop the others: the
-    result maps each such candidate's name to the reason (see ``candidate_failures``).
+    result maps each such candidate's name to the reason (see ``candidate_failures``). With
+    ``memory``, a process grown past its budget stops between trials with RestartForMemory.
     """
     study = run.study
     console = console or Console(stderr=True)
@@ -352,9 +355,15 @@ def run_search(
                 return value
 
             def after_trial(optuna_study: optuna.Study, _trial) -> None:
+                nonlocal restart
                 _retry_cut_off(optuna_study)
                 if _finished(optuna_study) >= study.search.trials:
                     optuna_study.stop()  # other workers may have done the rest
+                restart = memory.over_budget() if memory is not None else None
+                if restart:
+                    optuna_study.stop()
+
+            restart: str | None = None
 
             try:
                 optuna_study.optimize(
@@ -369,6 +378,8 @@ def run_search(
             except OSError as exc:
                 _name_the_folder(exc, run.results_dir)
                 raise
+            if restart:
+                raise RestartForMemory(restart)
     return candidate_failures(study, storage)
 
 
