@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.errors import file_system_error
-from harness.records import load_records, read_records
+from harness.records import read_records
 
 from conftest import tiny_study_text
 
@@ -143,6 +142,8 @@ def test_a_records_file_that_is_a_folder_is_one_line(tiny_study, tmp_path, capsy
 
 
 def test_permission_denied_and_a_full_disk_say_what_to_do():
+    from harness.errors import file_system_error
+
     denied = str(file_system_error(PermissionError(errno.EACCES, "Permission denied", "/r/x/records.jsonl")))
     assert denied.startswith("/r/x/records.jsonl: Permission denied. Make it writable")
     assert "run the same command again to resume" in denied
@@ -151,6 +152,8 @@ def test_permission_denied_and_a_full_disk_say_what_to_do():
 
 
 def test_damaged_record_lines_are_counted_and_named_and_their_folds_trained_again(tiny_study, tmp_path, capsys):
+    from harness.records import load_records
+
     results = tmp_path / "r"
     assert main(["run", str(tiny_study), "--results", str(results), "--trials", "1"]) == 0
     path = results / "tiny" / "records.jsonl"

@@ -17,8 +17,7 @@ from rich.console import Console
 import harness.search as search
 from harness.cli import main
 from harness.config import load_study
-from harness.evaluate import learned_nothing
-from harness.leaderboard import column_groups, print_leaderboard
+from harness.leaderboard import print_leaderboard
 from harness.plugins import get_plugins
 from harness.records import read_records
 from harness.train import FoldResult
@@ -134,6 +133,8 @@ def test_the_effective_study_holds_every_override(tmp_path):
 
 
 def test_learned_nothing_flags_constant_predictions_only():
+    from harness.evaluate import learned_nothing
+
     assert "ln 3" in learned_nothing(np.full((5, 3), 1 / 3))
     assert "always class 1" in learned_nothing(np.tile([0.2, 0.5, 0.3], (4, 1)))
     assert learned_nothing(_random_probabilities(6, 3, 0)) is None
@@ -280,6 +281,8 @@ def test_a_piped_leaderboard_is_one_whole_table():
 
 
 def test_column_groups_keep_the_key_columns_and_drop_nothing():
+    from harness.leaderboard import column_groups
+
     groups = column_groups([2, 10, 11, 11, 11, 11, 11, 6], room=50)
     assert all(g[:2] == [0, 1] for g in groups)
     assert sorted({i for g in groups for i in g}) == list(range(8))
