@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +71,14 @@ def check_size(model: str, size: tuple[int, int], minimum: int) -> None:
         )
 
 
+def random_weights(weights: str | None) -> bool:
+    """Whether a study's weights setting starts the backbone from random weights ("none")."""
+    return weights in (None, "none")
+
+
 def weights_argument(weights: str | None) -> str | None:
     """The study's weights setting as Keras's ``weights`` argument: None, "imagenet" or a file."""
-    if weights in (None, "none"):
+    if random_weights(weights):
         return None
     if weights == "imagenet":
         return "imagenet"
@@ -173,9 +179,16 @@ def build_pretrained(
     params = context.params
     image = keras.Input(shape=(*context.image_size, 3), name="image")
     base = pretrained_base(application, context, name, minimum, **kwargs)
-    # training=False documents the intent; BatchNormalization really stays in inference mode because
-    # the freezing rules never make it trainable (Keras 3 passes the outer training flag through).
-    x = base(Preprocess(preprocessing, name="preprocess")(image), training=False)
+    preprocessed = Preprocess(preprocessing, name="preprocess")(image)
+    if random_weights(context.weights):
+        # Trained from random weights, the base's BatchNormalization must run in training mode (see
+        # set_base_trainable), so the call leaves the mode to the outer call.
+        x = base(preprocessed)
+    else:
+        # A pretrained base's BatchNormalization keeps its ImageNet statistics. training=False states
+        # that intent; what enforces it is the freezing rule keeping those layers frozen, because
+        # Keras 3 passes the outer call's training flag through to nested models.
+        x = base(preprocessed, training=False)
     x = pool(x, params["pooling"])
     inputs: Any = image
     if extra_inputs:
@@ -201,12 +214,21 @@ def find_backbone(model):
     return None
 
 
-def set_base_trainable(base, trainable: bool, from_layer: int | None = None, last: int | None = None) -> list[str]:
+def set_base_trainable(
+    base,
+    trainable: bool,
+    from_layer: int | None = None,
+    last: int | None = None,
+    train_batchnorm: bool = False,
+) -> list[str]:
     """Freeze the base, or make it trainable from layer ``from_layer`` / for its ``last`` layers.
 
-    BatchNormalization layers always stay frozen, which in Keras 3 also keeps them in inference
-    mode (their moving statistics are those of the pretrained weights). Returns the names of the
-    layers left trainable.
+    BatchNormalization layers stay frozen unless ``train_batchnorm``, which in Keras 3 also keeps
+    them in inference mode: right for pretrained weights, whose moving statistics they keep. A base
+    trained from random weights needs ``train_batchnorm``: frozen at their initial statistics (mean
+    0, variance 1) its BatchNormalization layers normalise nothing and the signal of a deep random
+    network fades to nothing (MobileNetV2's pooled features: ~1e-12), so nothing learns. Returns the
+    names of the layers left trainable.
     """
     base.trainable = trainable
     if not trainable:
@@ -220,6 +242,59 @@ def set_base_trainable(base, trainable: bool, from_layer: int | None = None, las
     if not 0 <= start <= count:
         raise HarnessError(f"fine_tune.from_layer = {from_layer} is outside the backbone's {count} layers.")
     for index, layer in enumerate(base.layers):
-        if index < start or isinstance(layer, layers.BatchNormalization):
+        if index < start or (isinstance(layer, layers.BatchNormalization) and not train_batchnorm):
             layer.trainable = False
     return [layer.name for layer in base.layers if layer.trainable]
+
+
+def trainable_batchnorm(model) -> list:
+    """The BatchNormalization layers of ``model``, nested models included, that train: those of a
+    model or backbone trained from random weights; a pretrained base's stay frozen (see
+    ``set_base_trainable``)."""
+    return [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization) and layer.trainable]
+
+
+def calibrate_batchnorm(model, batchnorm: list, batches) -> None:
+    """Set the moving statistics of ``batchnorm`` (layers of ``model``) to the mean of their batch
+    statistics over ``batches`` of ``model``'s inputs under the current weights ("precise BN").
+
+    Trained from random weights for a few hundred steps, moving averages of momentum 0.99–0.9997
+    (keras.applications) still hold mostly their initial statistics, with which inference loses
+    the signal as a frozen random base does. Other BatchNormalization layers keep their statistics.
+    """
+    chosen = {id(layer) for layer in batchnorm}
+    others = [
+        layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization) and id(layer) not in chosen
+    ]
+    momentum = {id(layer): layer.momentum for layer in (*batchnorm, *others)}
+    try:
+        for layer in others:
+            layer.momentum = 1.0
+        seen = 0
+        with _no_gradients():
+            for batch in batches:
+                rows = len(keras.tree.flatten(batch)[0])
+                for layer in batchnorm:  # a running mean over all rows so far, weighted by batch size
+                    layer.momentum = seen / (seen + rows)
+                model(batch, training=True)
+                seen += rows
+    finally:
+        for layer in (*batchnorm, *others):
+            layer.momentum = momentum[id(layer)]
+
+
+def _all_layers(model) -> list:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found
+
+
+def _no_gradients():
+    """A context without gradient recording where the backend records by default (PyTorch)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return nullcontext()

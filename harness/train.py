@@ -40,6 +40,8 @@ class FoldResult:
     probabilities: np.ndarray
     fit_seconds: float
     epochs_run: int
+    #: Whether the model has a backbone (a layer named ``backbone``), so its weights setting applies.
+    backbone: bool = False
 
 
 @dataclass
@@ -147,8 +149,11 @@ def build_model(spec: ModelSpec, context: BuildContext):
 def prepare_model(spec: ModelSpec, context: BuildContext, train: TrainConfig, augment: bool = True):
     """Build the model, add the study's augmentation (unless ``augment`` is false) and apply the
     phase-one freezing rule. Returns the model and its backbone (None for models trained from scratch).
+
+    A backbone built from random weights (weights = "none") that trains also trains its
+    BatchNormalization layers; a pretrained one keeps them frozen (see ``set_base_trainable``).
     """
-    from harness.backbones import find_backbone, set_base_trainable
+    from harness.backbones import find_backbone, random_weights, set_base_trainable
 
     model = build_model(spec, context)
     if augment:
@@ -160,7 +165,7 @@ def prepare_model(spec: ModelSpec, context: BuildContext, train: TrainConfig, au
             "remove fine_tune from this candidate."
         )
     if base is not None:
-        set_base_trainable(base, not train.freeze_base)
+        set_base_trainable(base, not train.freeze_base, train_batchnorm=random_weights(context.weights))
     return model, base
 
 
@@ -193,6 +198,39 @@ def _callbacks(train: TrainConfig, on_epoch: Callable[[int, dict], None] | None)
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
     return callbacks
+
+
+def _batchnorm_calibration(model, inputs, batch_size: int, seed: int) -> list:
+    """A callback that recomputes the moving statistics of ``model``'s training BatchNormalization
+    layers (a model or backbone trained from random weights) on the rows of ``inputs``, before each
+    validation pass and when training ends; none when no such layer trains.
+
+    Goes after EarlyStopping: statistics of the weights it restores. ``model`` is the model without
+    its augmentation, so the statistics are those of the images as scored.
+    """
+    from harness.backbones import calibrate_batchnorm, trainable_batchnorm
+
+    batchnorm = trainable_batchnorm(model)
+    if not batchnorm:
+        return []
+    keras = _keras()
+    order = epoch_order(seed, 0, len(keras.tree.flatten(inputs)[0]))
+
+    def calibrate():
+        batches = (
+            keras.tree.map_structure(lambda a: a[order[start : start + batch_size]], inputs)
+            for start in range(0, len(order), batch_size)
+        )
+        calibrate_batchnorm(model, batchnorm, batches)
+
+    class BatchNormCalibration(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            calibrate()
+
+        def on_train_end(self, logs=None):
+            calibrate()
+
+    return [BatchNormCalibration()]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -286,12 +324,16 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         return model_inputs(spec, dataset, image_size, index)
 
     def fit_end_to_end(**epochs):
+        fit_inputs = image_inputs(fit_idx)
+        calibration = _batchnorm_calibration(unaugmented, fit_inputs, train.batch_size, seed)
+        callbacks = _callbacks(train, on_epoch) + calibration
         return fit_in_order(
-            model, [image_inputs(fit_idx)], y, sample_weights, train.batch_size, seed, _callbacks(train, on_epoch),
+            model, [fit_inputs], y, sample_weights, train.batch_size, seed, callbacks,
             validation_data=validation(image_inputs), **epochs,
         )
 
     model, base, split = _model_for_fold(spec, context, train, seed, cache)
+    unaugmented = model
     started = time.perf_counter()
     if split is not None:
         head_inputs, views = _cached_features(cache, split, spec, dataset, image_size, train, fit_idx)
@@ -309,9 +351,11 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         epochs_run = len(history.epoch)
     if train.fine_tune is not None:
         ft = train.fine_tune
-        from harness.backbones import set_base_trainable
+        from harness.backbones import random_weights, set_base_trainable
 
-        set_base_trainable(base, True, from_layer=ft.from_layer, last=ft.last)
+        set_base_trainable(
+            base, True, from_layer=ft.from_layer, last=ft.last, train_batchnorm=random_weights(context.weights)
+        )
         # Recompiling makes the new trainable set take effect; the phase goes on from where phase one stopped.
         compile_model(model, train.optimizer, ft.learning_rate, smoothing, jit_compile=train.jit_compile)
         history = fit_end_to_end(initial_epoch=epochs_run, epochs=epochs_run + ft.epochs)
@@ -320,8 +364,8 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     if split is not None and train.fine_tune is None:
         probabilities = _head_predict(split.head, head_inputs(val_idx), train.batch_size)
     else:
-        probabilities = model.predict(image_inputs(val_idx), batch_size=train.batch_size, verbose=0)
-    return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run)
+        probabilities = predict_once(model, image_inputs(val_idx), train.batch_size)
+    return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run, base is not None)
 
 
 def _model_key(spec: ModelSpec, context: BuildContext, train: TrainConfig) -> str:
@@ -414,6 +458,26 @@ def _head_predict(head, inputs, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def predict_once(model, inputs, batch_size: int) -> np.ndarray:
+    """The probabilities of a model that predicts once (a fold's own model): with TensorFlow called
+    directly batch by batch, else with ``predict``.
+
+    Keras's ``predict`` traces a predict function for each new model, and again for a short last
+    batch: with a new model per fold, one or two calls per trace, which TensorFlow reports as
+    frequent retracing, and which costs more than it saves over a fold's rows (a traced pass of
+    its own, see ``forward_pass``, would still be one trace for a few calls per fold).
+    """
+    keras = _keras()
+    if keras.backend.backend() != "tensorflow":
+        return model.predict(inputs, batch_size=batch_size, verbose=0)
+    rows = len(keras.tree.flatten(inputs)[0])
+    out = []
+    for start in range(0, rows, batch_size):
+        batch = keras.tree.map_structure(lambda a: a[start : start + batch_size], inputs)
+        out.append(keras.ops.convert_to_numpy(model(batch, training=False)))
+    return np.concatenate(out)
+
+
 def _augmented(model, train: TrainConfig):
     from harness.augment import with_augmentation
 
@@ -459,9 +523,10 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx):
     return inputs, views
 
 
-def forward_pass(model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """``model``'s outputs for the rows of ``x`` (inference mode): with TensorFlow in a lean traced
-    function of its own (see ``harness.tf_loops``), else with ``predict``."""
+def forward_pass(model, x, batch_size: int) -> np.ndarray:
+    """``model``'s outputs for the rows of ``x`` (an array, or a dict of arrays by input; inference
+    mode): with TensorFlow in a lean function of its own (see ``harness.tf_loops.predict``), else
+    with ``predict``."""
     if _keras().backend.backend() != "tensorflow":
         return model.predict(x, batch_size=batch_size, verbose=0)
     from harness.tf_loops import predict

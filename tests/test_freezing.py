@@ -1,4 +1,5 @@
-"""Freezing rules freeze and unfreeze exactly the layers they name; BatchNorm stays in inference."""
+"""Freezing rules freeze and unfreeze exactly the layers they name; a pretrained base's BatchNorm
+stays in inference mode, a base trained from random weights trains its BatchNorm."""
 
 from __future__ import annotations
 
@@ -63,9 +64,22 @@ def test_vgg16_last_4_and_mobilenetv2_last_3():
     assert [w.path for w in base.trainable_weights] == ["Conv_1/kernel"]
 
 
-def test_freeze_base_false_trains_all_but_batchnorm():
-    model, base = built("mobilenetv2", train=TrainConfig(weights="none", freeze_base=False))
+def test_a_pretrained_base_trains_all_but_batchnorm():
+    model, base = built("mobilenetv2")
+    set_base_trainable(base, True)  # what freeze_base = false does with pretrained weights
     assert all(layer.trainable != is_bn(layer) for layer in base.layers[1:])
+
+
+def test_freeze_base_false_from_random_weights_trains_every_layer_and_batchnorm_statistics_move():
+    model, base = built("mobilenetv2", train=TrainConfig(weights="none", freeze_base=False))
+    assert all(layer.trainable for layer in base.layers)
+    bn = [layer for layer in base.layers if is_bn(layer)]
+    before = [keras.ops.convert_to_numpy(layer.moving_mean) for layer in bn]
+    compile_model(model, "adam", 1e-3, run_eagerly=True)
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    model.train_on_batch(x, np.array([0, 1, 2, 0]))
+    after = [keras.ops.convert_to_numpy(layer.moving_mean) for layer in bn]
+    assert all(not np.array_equal(b, a) for b, a in zip(before, after))
 
 
 def test_out_of_range_layer_index_is_a_clear_error():

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from harness import HarnessError, ModelSpec, Samples
+from harness.augment import Augment
 from harness.config import FineTune, ReduceLR, TrainConfig, load_study
 from harness.data import Dataset
+from harness.features import FeatureCache
 from harness.folds import fold_indices, make_folds
 from harness.plugins import get_plugins
 from harness.train import balanced_class_weight, fit_fold
@@ -90,7 +94,8 @@ def test_balanced_class_weights_follow_scikit_learn():
     assert balanced_class_weight(np.array([0, 0, 0, 1])) == {0: 4 / 6, 1: 2.0}
 
 
-# A tiny backbone model: fine-tuning and freezing work on any model with a layer named "backbone".
+# A tiny backbone model: fine-tuning and freezing work on any model with a layer named "backbone"
+# (and with a layer named "pool" after it, its frozen phase can train on cached features).
 def _tiny_backbone(context):
     import keras
 
@@ -102,7 +107,7 @@ def _tiny_backbone(context):
     b = keras.layers.Conv2D(4, 3, name="conv_b")(b)
     base = keras.Model(base_in, b, name="backbone")
     image = keras.Input((*context.image_size, 3), name="image")
-    x = keras.layers.GlobalAveragePooling2D()(base(keras.layers.Rescaling(1 / 255)(image), training=False))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(base(keras.layers.Rescaling(1 / 255)(image), training=False))
     return keras.Model(image, classifier(x, context.num_classes, [8], 0.0))
 
 
@@ -201,3 +206,38 @@ def test_with_pytorch_on_a_gpu_each_fold_empties_torchs_memory_cache(monkeypatch
     idx = np.arange(18)
     fit_fold(TINY, _dataset(), (12, 12), {}, TrainConfig(epochs=1, batch_size=8, weights="none"), idx[::2], idx[1::2], seed=1)
     assert emptied == [1]
+
+
+@pytest.mark.parametrize("augment", [None, Augment(flip="horizontal")], ids=["cached_head_phase", "end_to_end"])
+def test_folds_and_trials_on_a_frozen_backbone_trigger_no_retracing_warning(augment, monkeypatch, tmp_path):
+    """TensorFlow warns ("5 out of the last N calls to <function> triggered tf.function retracing")
+    when most recent calls of the functions traced from one piece of code traced: a new traced
+    function per fold called once or twice, or one traced again for a short last batch. Three
+    trials of three folds on a frozen backbone, head on cached features or (augmenting) end to end,
+    must not make it warn; each fold's scored rows end in a short batch."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow's tf.function only")
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    # TensorFlow counts calls per piece of code for the life of the process and warns at most twice
+    # per piece: a fresh count keeps earlier tests from hiding or causing a warning here.
+    monkeypatch.setattr(
+        polymorphic_function, "_frequent_tracing_detector_manager", polymorphic_function._FrequentTracingDetectorManager()
+    )
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("tensorflow").addHandler(handler)
+    dataset, rows = _dataset((12, 9)), np.arange(21)
+    cache = FeatureCache(tmp_path)
+    try:
+        for learning_rate in (1e-3, 3e-3, 1e-2):
+            for fold in range(3):
+                train = TrainConfig(epochs=2, batch_size=3, weights="none", learning_rate=learning_rate, augment=augment)
+                scored = rows[fold::3]  # 7 rows: batches of 3, 3 and 1
+                fit_fold(TINY, dataset, (12, 12), {}, train, np.setdiff1d(rows, scored), scored, seed=fold, cache=cache)
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m], messages
