@@ -57,6 +57,7 @@ def test_run_writes_leaderboard_folds_records_and_reports(tiny_study, tmp_path, 
     assert len(read_records(out / "records.jsonl")) == 4
 
 
+@pytest.mark.run_machinery
 def test_more_trials_continue_the_same_search(tiny_study, tmp_path):
     assert _run(tiny_study, tmp_path / "r", "--trials", "1") == 0
     assert _run(tiny_study, tmp_path / "r", "--trials", "2") == 0
@@ -64,6 +65,7 @@ def test_more_trials_continue_the_same_search(tiny_study, tmp_path):
     assert sorted(Counter(r.trial for r in records).values()) == [2, 2]
 
 
+@pytest.mark.run_machinery
 def test_changed_cv_in_the_same_results_folder_is_refused(tiny_study, tmp_path, capsys):
     assert _run(tiny_study, tmp_path / "r", "--trials", "1") == 0
     capsys.readouterr()
@@ -81,6 +83,7 @@ def test_same_seed_same_folds_and_leaderboard(tiny_study, tmp_path):
     pd.testing.assert_frame_equal(board_a, board_b)
 
 
+@pytest.mark.run_machinery
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_interrupted_run_resumes_without_missing_or_doubled_folds(tmp_path, stop):
     study = tmp_path / "kill.toml"
@@ -137,6 +140,7 @@ def _run_with_failing_folds(tmp_path, trials: int, message: str) -> subprocess.C
     )
 
 
+@pytest.mark.run_machinery
 def test_a_trial_failing_with_a_user_error_says_so_in_one_message_without_a_traceback(tmp_path):
     """E.g. ImageNet weights missing offline: the harness prints the message; Optuna's own log of
     the failed trial (with the exception's traceback) is not shown."""
@@ -149,6 +153,7 @@ def test_a_trial_failing_with_a_user_error_says_so_in_one_message_without_a_trac
     assert "Traceback" not in done.stderr and "failed with value None" not in done.stderr
 
 
+@pytest.mark.run_machinery
 def test_trials_failing_with_different_errors_are_all_tried(tmp_path):
     done = _run_with_failing_folds(tmp_path, 3, "this configuration cannot run ({})")
     assert done.returncode == 2
@@ -156,6 +161,7 @@ def test_trials_failing_with_different_errors_are_all_tried(tmp_path):
     assert "in a row" not in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.run_machinery
 def test_kill_9_and_resume_end_with_the_clean_runs_leaderboard(tmp_path):
     """The sampler's proposals depend on the seed, the candidate and the trial history only, so a
     search killed at any moment and resumed proposes what an uninterrupted one does."""

@@ -91,6 +91,7 @@ def test_search_space_translates_to_keras_tuner_and_back():
     }
 
 
+@pytest.mark.run_machinery
 def test_a_candidate_failing_under_keras_tuner_is_marked_and_the_others_ranked(tmp_path, capsys):
     path = study_file(tmp_path, "ktfail", 'engine = "keras_tuner"\noracle = "random"')
     path.write_text(path.read_text() + '\n[[candidates]]\nname = "small"\nmodel = "mobilenetv2"\nweights = "none"\n')

@@ -99,6 +99,7 @@ def _wait_until_gone(pids, seconds=60.0) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
+@pytest.mark.run_machinery
 def test_workers_end_with_their_parent_killed(tmp_path):
     study = tmp_path / "w.toml"
     study.write_text(tiny_study_text(name="w", trials=12))
@@ -112,6 +113,7 @@ def test_workers_end_with_their_parent_killed(tmp_path):
     _check(tmp_path / "r" / "w", trials=12)
 
 
+@pytest.mark.run_machinery
 @pytest.mark.parametrize("stop, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "sigint"])
 def test_a_stopped_parent_stops_its_workers_and_writes_the_leaderboard_so_far(tmp_path, stop, code):
     study = tmp_path / "w.toml"
@@ -126,6 +128,7 @@ def test_a_stopped_parent_stops_its_workers_and_writes_the_leaderboard_so_far(tm
     assert len(read_records(tmp_path / "r" / "w" / "records.jsonl")) < 24
 
 
+@pytest.mark.run_machinery
 def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
     study = tmp_path / "w.toml"
     study.write_text(tiny_study_text(name="w", trials=12))
@@ -143,6 +146,7 @@ def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
         parent.communicate(timeout=300)
 
 
+@pytest.mark.run_machinery
 def test_a_dead_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     study = tmp_path / "w.toml"
     study.write_text(tiny_study_text(name="w", trials=4))
@@ -168,6 +172,7 @@ def test_workers_get_one_gpu_each_when_there_are_several():
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
 
 
+@pytest.mark.run_machinery
 def test_trials_of_an_old_sqlite_storage_are_carried_into_the_journal(tmp_path):
     import optuna
 
@@ -189,6 +194,7 @@ def test_trials_of_an_old_sqlite_storage_are_carried_into_the_journal(tmp_path):
     assert len(optuna.load_study(study_name="cand-abc", storage=again).trials) == 1
 
 
+@pytest.mark.run_machinery
 def test_a_running_trial_not_yet_named_by_its_worker_is_left_alone(tmp_path):
     import datetime
 
