@@ -197,8 +197,8 @@ def test_local_weights_file_is_loaded(tmp_path):
 
 #: A colour per class under per-pixel noise: separable by any model that passes a signal on.
 COLOURS = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220]])
-#: Training rows and scored rows per class.
-PER_CLASS = (16, 4)
+#: Rows per class.
+PER_CLASS = 16
 
 
 def separable_dataset(name: str, size: int):
@@ -207,20 +207,20 @@ def separable_dataset(name: str, size: int):
 
     import pandas as pd
 
-    labels = np.repeat(np.arange(CLASSES), sum(PER_CLASS))
+    labels = np.repeat(np.arange(CLASSES), PER_CLASS)
     table = pd.DataFrame({"id": [str(i) for i in range(len(labels))], "label": labels.astype(str)})
     table["group"] = table["id"]
     for extra in PLUGINS.models.get(name).inputs[1:]:
         table[extra] = "a"  # one value: the extra input carries nothing about the class
 
     def pixels(rows, image_size):
-        rng = np.random.default_rng(rows.index.to_numpy()[0])
-        colour = COLOURS[labels[rows.index.to_numpy()]][:, None, None, :]
-        return np.clip(colour + rng.integers(-60, 61, (len(rows), *image_size, 3)), 0, 255).astype(np.uint8)
+        def image(row):  # the same noise for a row whenever it is loaded
+            noise = np.random.default_rng(row).integers(-60, 61, (*image_size, 3))
+            return np.clip(COLOURS[labels[row]] + noise, 0, 255)
 
-    dataset = Dataset("separable", table, [str(c) for c in range(CLASSES)], labels, Samples(table, pixels))
-    scored = np.concatenate([np.flatnonzero(labels == c)[PER_CLASS[0] :] for c in range(CLASSES)])
-    return dataset, np.setdiff1d(np.arange(len(labels)), scored), scored
+        return np.stack([image(row) for row in rows.index]).astype(np.uint8)
+
+    return Dataset("separable", table, [str(c) for c in range(CLASSES)], labels, Samples(table, pixels))
 
 
 def smallest_size(name: str) -> int:
@@ -239,8 +239,10 @@ LEARN = [n if n in LEARN_ALWAYS else pytest.param(n, marks=slow) for n in MODELS
 
 @pytest.mark.parametrize("name", LEARN)
 def test_model_trained_from_scratch_learns_a_separable_set(name):
-    """Random weights, freeze_base = false: the scored rows' loss (inference mode, as a fold is
-    scored) falls below ln(K) and the predictions differ by class. A deep backbone whose
+    """Random weights, freeze_base = false: the loss of the rows it learned, scored as a fold is
+    (inference mode), falls below ln(K) and the predictions are not constant. Scoring the training
+    rows tests learning, not how 48 images generalise: EfficientNetV2B0 reached loss 0.004 on
+    them and ~1.2 on 12 new rows, which is overfitting, not a dead network. A deep backbone whose
     BatchNormalization runs in inference mode at its initial statistics fails this: its signal
     fades, its predictions are uniform and its loss is ln(K)."""
     from harness.evaluate import learned_nothing
@@ -249,12 +251,13 @@ def test_model_trained_from_scratch_learns_a_separable_set(name):
     if (keras.backend.backend(), name) in UNAVAILABLE:
         pytest.skip(f"Keras cannot build {name} under {keras.backend.backend()} (see test_model_contract)")
     size = smallest_size(name)
-    dataset, train_idx, scored = separable_dataset(name, size)
+    dataset = separable_dataset(name, size)
+    rows = np.arange(len(dataset.labels))
     spec = PLUGINS.models.get(name)
-    train = TrainConfig(epochs=10, batch_size=16, learning_rate=1e-3, weights="none", freeze_base=False)
+    train = TrainConfig(epochs=10, batch_size=8, learning_rate=1e-4, weights="none", freeze_base=False)
     result = fit_fold(spec, dataset, (size, size), {k: thaw(v) for k, v in spec.params.items()}, train,
-                      train_idx, scored, seed=0)
-    truth = dataset.labels[scored]
-    loss = -np.mean(np.log(np.clip(result.probabilities[np.arange(len(scored)), truth], 1e-7, 1)))
+                      rows, rows, seed=0)
+    truth = dataset.labels
+    loss = -np.mean(np.log(np.clip(result.probabilities[rows, truth], 1e-7, 1)))
     assert loss < 0.9 * np.log(CLASSES), f"{name}: loss {loss:.3f}, ln(K) = {np.log(CLASSES):.3f}"
     assert not learned_nothing(result.probabilities), f"{name}: {result.probabilities.round(3)}"
