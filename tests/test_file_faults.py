@@ -48,12 +48,18 @@ def _harness(*args: str) -> list[str]:
     return [sys.executable, "-m", "harness", *args]
 
 
+def _study_and_results(tmp_path, trials: int, folder: str):
+    """A tiny study of ``trials`` trials and an empty results folder for it."""
+    study = tmp_path / "s.toml"
+    study.write_text(tiny_study_text(name="s", trials=trials))
+    results = tmp_path / folder
+    results.mkdir()
+    return study, results
+
+
 @needs_mounts
 def test_a_read_only_results_folder_is_one_line_and_resumes_once_writable(tmp_path):
-    study = tmp_path / "s.toml"
-    study.write_text(tiny_study_text(name="s", trials=1))
-    results = tmp_path / "r"
-    results.mkdir()
+    study, results = _study_and_results(tmp_path, 1, "r")
     run = " ".join(_harness("run", str(study), "--results", str(results)))
     script = f"mount --bind {results} {results} && mount -o remount,ro,bind {results} && exec {run}"
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300)
@@ -96,10 +102,7 @@ ORCHESTRATE = textwrap.dedent(
 
 @needs_mounts
 def test_a_disk_full_mid_fold_is_one_line_and_the_cut_off_configuration_is_rerun(tmp_path):
-    study = tmp_path / "s.toml"
-    study.write_text(tiny_study_text(name="s", trials=4))
-    results = tmp_path / "full"
-    results.mkdir()
+    study, results = _study_and_results(tmp_path, 4, "full")
     run = _harness("run", str(study), "--results", str(results))
     done = subprocess.run(
         ["unshare", "-m", sys.executable, "-c", ORCHESTRATE, str(results), *run],
