@@ -449,13 +449,8 @@ def _compile_head(split: FrozenSplit, train: TrainConfig) -> None:
 def _head_predict(head, inputs, batch_size: int) -> np.ndarray:
     """The head's probabilities, called directly batch by batch: ``predict`` would trace a new
     predict function for every fold (~0.2 s on a CPU, more than the head's arithmetic)."""
-    keras = _keras()
-    parts = inputs if isinstance(inputs, list) else [inputs]
-    out = []
-    for start in range(0, len(parts[0]), max(batch_size, 256)):
-        batch = [p[start : start + max(batch_size, 256)] for p in parts]
-        out.append(keras.ops.convert_to_numpy(head(batch, training=False)))  # split_model's head takes a list
-    return np.concatenate(out)
+    parts = inputs if isinstance(inputs, list) else [inputs]  # split_model's head takes a list
+    return _call_in_batches(head, parts, max(batch_size, 256))
 
 
 def predict_once(model, inputs, batch_size: int) -> np.ndarray:
@@ -467,9 +462,15 @@ def predict_once(model, inputs, batch_size: int) -> np.ndarray:
     frequent retracing, and which costs more than it saves over a fold's rows (a traced pass of
     its own, see ``forward_pass``, would still be one trace for a few calls per fold).
     """
-    keras = _keras()
-    if keras.backend.backend() != "tensorflow":
+    if _keras().backend.backend() != "tensorflow":
         return model.predict(inputs, batch_size=batch_size, verbose=0)
+    return _call_in_batches(model, inputs, batch_size)
+
+
+def _call_in_batches(model, inputs, batch_size: int) -> np.ndarray:
+    """``model(batch, training=False)`` over the rows of ``inputs`` (an array, or a list or dict
+    of arrays), as one array."""
+    keras = _keras()
     rows = len(keras.tree.flatten(inputs)[0])
     out = []
     for start in range(0, rows, batch_size):

@@ -218,7 +218,9 @@ def test_folds_and_trials_on_a_frozen_backbone_trigger_no_retracing_warning(augm
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        pytest.skip("TensorFlow's tf.function only")
+        pytest.skip(
+            "tf.function retracing exists only under TensorFlow; this test runs in the main (TensorFlow) run"
+        )
     from tensorflow.python.eager.polymorphic_function import polymorphic_function
 
     # TensorFlow counts calls per piece of code for the life of the process and warns at most twice
