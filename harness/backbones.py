@@ -23,8 +23,9 @@ from harness.specs import BuildContext
 BACKBONE = "backbone"
 #: Seed of the initial weights of a backbone built with weights = "none".
 RANDOM_BASE_SEED = 0
-#: How each family wants its input (Keras's ``preprocess_input`` modes); "none": the base takes 0–255.
-PREPROCESSING = ("caffe", "tf", "torch", "none")
+#: How each family wants its input (Keras's ``preprocess_input`` modes, and EfficientNet-Lite's
+#: "lite"); "none": the base takes 0–255.
+PREPROCESSING = ("caffe", "tf", "torch", "lite", "none")
 POOLING = ("avg", "max", "flatten")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,8 +38,9 @@ class Preprocess(layers.Layer):
     """Raw 0–255 RGB pixels to a backbone's input: Keras's ``preprocess_input`` as a layer.
 
     ``caffe``: RGB→BGR minus the ImageNet means (VGG, ResNet); ``tf``: to [-1, 1] (Xception,
-    MobileNet, Inception); ``torch``: to [0, 1], then ImageNet mean and std (DenseNet); ``none``:
-    unchanged (EfficientNet, ConvNeXt, MobileNetV3 normalise inside).
+    MobileNet, Inception); ``torch``: to [0, 1], then ImageNet mean and std (DenseNet); ``lite``:
+    (x − 127) / 128, the input of Google's EfficientNet-Lite checkpoints; ``none``: unchanged
+    (EfficientNet, ConvNeXt, MobileNetV3 normalise inside).
     """
 
     def __init__(self, mode: str, **kwargs):
@@ -55,6 +57,8 @@ class Preprocess(layers.Layer):
             return (x / 255.0 - ops.array(_IMAGENET_MEAN, x.dtype)) / ops.array(_IMAGENET_STD, x.dtype)
         if self.mode == "caffe":
             return ops.flip(x, axis=-1) - ops.array(_CAFFE_MEAN_BGR, x.dtype)
+        if self.mode == "lite":
+            return (x - 127.0) / 128.0
         return x
 
     def get_config(self):

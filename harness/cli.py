@@ -229,7 +229,21 @@ def _print_plugins(plugins) -> None:
         if hooks:
             what = "; ".join(filter(None, [what, "hooks: " + ", ".join(hooks)]))
         table.add_row(name, plugins.source(name), what or "—")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    pretrained = [(n, plugins.models.get(n)) for n in plugins.models.names()]
+    pretrained = [(n, spec) for n, spec in pretrained if spec.weights_status is not None]
+    if pretrained:
+        weights = Table(title="pretrained weights that install with pip")
+        for column in ("model", "ImageNet weights"):
+            weights.add_column(column)
+        for name, spec in pretrained:
+            try:
+                status = spec.weights_status()
+            except Exception as exc:  # a plugin's status check must not hide the table
+                status = f"unknown ({type(exc).__name__}: {exc})"
+            weights.add_row(name, status)
+        console.print(weights)
 
 
 if __name__ == "__main__":

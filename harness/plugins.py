@@ -38,6 +38,7 @@ BUILTIN_PLUGINS = {
     "xception_location": "harness_plugins.models.xception_location",
     "mobilenetv2": "harness_plugins.models.mobilenetv2",
     "applications": "harness_plugins.models.applications",
+    "efficientnet-lite": "harness_plugins.models.efficientnet_lite",
     "summary-report": "harness_plugins.reports.summary",
 }
 

@@ -81,6 +81,9 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     space: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: For a model with pretrained weights: ``() -> str``, where they come from and whether they are
+    #: installed (shown by ``harness plugins``).
+    weights_status: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)
