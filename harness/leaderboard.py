@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
@@ -14,6 +15,7 @@ from rich.table import Table
 from harness.errors import HarnessError
 from harness.records import RECORDS_FILE, load_records, skipped_lines_note
 from harness.search import RUN_FILE
+from harness.stats import corrected_interval, corrected_paired_test
 
 CSV_FILE = "leaderboard.csv"
 MARKDOWN_FILE = "leaderboard.md"
@@ -61,6 +63,8 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
     )
     failed = info.get("failed", {})
     rows = []
+    scores: dict[str, dict[tuple[int, int], float]] = {}
+    ratios: dict[str, float] = {}
     for cand in info["candidates"]:
         mine = [r for r in records if r.search_id == cand["search_id"]]
         by_config: dict[str, list] = {}
@@ -90,6 +94,14 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
             row["base"] = base_setting(best_records[0].params)
             dead = [r for r in best_records if r.warnings]
             row["warnings"] = f"{len(dead)} of {len(best_records)} folds {dead[0].warnings[0]}" if dead else ""
+            scores[cand["name"]] = {(r.repeat, r.fold): r.metrics[objective] for r in best_records}
+            ratio = float(np.mean([r.val_size / max(r.train_size, 1) for r in best_records]))
+            ratios[cand["name"]] = ratio
+            low, high = corrected_interval(list(scores[cand["name"]].values()), ratio)
+            if objective.endswith("accuracy"):  # a proportion: its interval stays within [0, 1]
+                low, high = max(low, 0.0), min(high, 1.0)
+            row[f"{objective}_ci_low"], row[f"{objective}_ci_high"] = low, high
+            row["config_means"] = json.dumps(sorted((round(float(v), 6) for v in means), reverse=maximize))
         rows.append(row)
     table = pd.DataFrame(rows)
     key = f"{objective}_mean"
@@ -98,8 +110,38 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
     table = table.sort_values(key, ascending=not maximize, na_position="last", kind="stable").reset_index(drop=True)
     ranked = table[key].notna()
     table.insert(0, "rank", pd.Series(range(1, int(ranked.sum()) + 1), index=table.index[ranked], dtype="Int64"))
+    _compare_with_best(table, scores, ratios, objective)
     table.attrs["warnings"] = [skipped_lines_note(results_dir / RECORDS_FILE, skipped)] if skipped else []
     return table
+
+
+#: Below this p-value (corrected resampled t-test) a candidate counts as worse than the best.
+SIGNIFICANCE = 0.05
+
+
+def _compare_with_best(table: pd.DataFrame, scores: dict, ratios: dict, objective: str) -> None:
+    """``p_vs_best`` and ``vs_best``: each candidate's best configuration against the leader's, by the
+    Nadeau–Bengio corrected resampled t-test on the folds both have (the same folds: shared)."""
+    table["p_vs_best"] = float("nan")
+    table["vs_best"] = ""
+    if not len(table) or pd.isna(table.loc[0, "rank"]):
+        return
+    leader = table.loc[0, "candidate"]
+    for index, row in table.iterrows():
+        name = row["candidate"]
+        if name not in scores:
+            continue
+        if name == leader:
+            table.loc[index, "vs_best"] = "best"
+            continue
+        shared = sorted(scores[name].keys() & scores[leader].keys())
+        if len(shared) < 2:
+            table.loc[index, "vs_best"] = "no shared folds"
+            continue
+        ratio = (ratios[name] + ratios[leader]) / 2
+        _, p = corrected_paired_test([scores[leader][k] for k in shared], [scores[name][k] for k in shared], ratio)
+        table.loc[index, "p_vs_best"] = p
+        table.loc[index, "vs_best"] = "worse" if p < SIGNIFICANCE else "not distinguishable"
 
 
 def write_leaderboard(table: pd.DataFrame, results_dir: Path) -> None:
@@ -111,7 +153,12 @@ def _cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and text cells: 'mean ± std' per metric, the rest as is."""
     # top-1 accuracy is accuracy: shown once on screen, kept in the CSV
     metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean") and c != "top_1_accuracy_mean"]
-    headers = ["#", "candidate", "model", "base", *(_short_name(m) for m in metrics), "trials", "s/fold"]
+    interval = next((c[: -len("_ci_low")] for c in table.columns if c.endswith("_ci_low")), None)
+    compared = interval is not None and "vs_best" in table.columns
+    headers = ["#", "candidate", "model", "base", *(_short_name(m) for m in metrics)]
+    if compared:
+        headers += [f"{_short_name(interval)} 95% CI", "vs best (p)"]
+    headers += ["trials", "s/fold"]
     rows = []
     for _, r in table.iterrows():
         failed = r.get("status") == "failed"
@@ -120,6 +167,12 @@ def _cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         for m in metrics:
             mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
             cells.append("failed" if failed else "—" if pd.isna(mean) else f"{mean:.3f}±{std:.3f}")
+        if compared:
+            low, high = r.get(f"{interval}_ci_low"), r.get(f"{interval}_ci_high")
+            cells.append("—" if low is None or pd.isna(low) else f"{low:.3f}–{high:.3f}")
+            p = r.get("p_vs_best")
+            verdict = _text(r.get("vs_best"))
+            cells.append(verdict if p is None or pd.isna(p) else f"{verdict} ({p:.2g})")
         cells.append(f"{int(r['complete'])}/{int(r['trials'])}")
         fit = r.get("fit_seconds")
         cells.append("—" if fit is None or pd.isna(fit) else f"{fit:.1f}")
@@ -139,10 +192,23 @@ def notes(table: pd.DataFrame) -> list[str]:
         if r.get("status") == "failed":
             lines.append(f"{r['candidate']}: FAILED: {r.get('error') or 'no trial completed'}")
             continue
-        lines.append(f"{r['candidate']}: {_params_text(r.get('best_params'))}")
+        lines.append(f"{r['candidate']}: {_params_text(r.get('best_params'))}{_selection_note(r.get('config_means'))}")
         if isinstance(r.get("warnings"), str) and r["warnings"]:
             lines.append(f"{r['candidate']}: WARNING: {r['warnings']}")
     return lines
+
+
+def _selection_note(text: object) -> str:
+    """The spread of a candidate's complete configurations: its best is the best of these, so
+    optimistic (the winner's curse)."""
+    if not isinstance(text, str):
+        return ""
+    means = json.loads(text)
+    if len(means) < 2:
+        return ""
+    others = means[1:]
+    spread = f"the other {others[0]:.3f}" if len(others) == 1 else f"the others {min(others):.3f}–{max(others):.3f}"
+    return f" (best of {len(means)} configurations; {spread}: the best of several is optimistic)"
 
 
 def _short_name(metric: str) -> str:
@@ -198,7 +264,10 @@ def print_leaderboard(table: pd.DataFrame, console: Console, title: str = "Leade
         console.width = max(console.width, needed)  # a log file has no width: keep the rows whole
     groups = column_groups(widths, console.width)
     for part, columns in enumerate(groups):
-        caption = "mean ± std over folds of each candidate's best configuration" if part == len(groups) - 1 else None
+        caption = (
+            "mean ± std over folds of each candidate's best configuration; 95% CI and p against the best: "
+            "Nadeau–Bengio corrected resampled t-test on the shared folds"
+        ) if part == len(groups) - 1 else None
         suffix = f" ({part + 1}/{len(groups)})" if len(groups) > 1 else ""
         rich_table = Table(title=title + suffix, caption=caption)
         for i in columns:

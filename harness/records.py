@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness.errors import HarnessError
 
 RECORDS_FILE = "records.jsonl"
@@ -38,6 +40,8 @@ class FoldRecord:
     finished_at: float = field(default_factory=time.time)
     #: Findings about the fold a user must see, e.g. that its model learned nothing.
     warnings: list[str] = field(default_factory=list)
+    #: Per epoch: phase, learning rate, loss and accuracy on the fit and early-stopping rows.
+    history: dict[str, list] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -105,6 +109,43 @@ class RecordStore:
     def all(self) -> list[FoldRecord]:
         self._refresh()
         return list(self._by_key.values())
+
+
+PREDICTIONS_DIR = "predictions"
+
+
+def predictions_path(results_dir: Path, key: tuple[str, str, int, int]) -> Path:
+    """Where the out-of-fold predictions of the fold record with ``key`` are kept."""
+    search_id, config_id, repeat, fold = key
+    return Path(results_dir) / PREDICTIONS_DIR / search_id / f"{config_id}-r{repeat}-f{fold}.npz"
+
+
+def write_predictions(results_dir: Path, key: tuple[str, str, int, int], rows: np.ndarray, labels: np.ndarray,
+                      probabilities: np.ndarray) -> Path:
+    """Keep one fold's validation predictions: the dataset rows (positions in folds.csv), their true
+    labels and the predicted probabilities. Written whole or not at all (a temporary file renamed),
+    before the fold's record, so a record always has its predictions."""
+    path = predictions_path(results_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    with partial.open("wb") as fh:
+        np.savez_compressed(fh, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
+                            probabilities=np.asarray(probabilities, dtype="float32"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, path)
+    return path
+
+
+def read_predictions(results_dir: Path, key: tuple[str, str, int, int]) -> dict[str, np.ndarray] | None:
+    """The fold's stored predictions (``rows``, ``labels``, ``probabilities``), or None when the
+    record predates them or the file is unreadable. Never unpickles."""
+    path = predictions_path(results_dir, key)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in ("rows", "labels", "probabilities")}
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _ends_with_newline(path: Path) -> bool:

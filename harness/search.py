@@ -29,7 +29,7 @@ from harness.evaluate import fold_metrics, learned_nothing
 from harness.folds import fold_indices
 from harness.memory import MemoryGuard, RestartForMemory
 from harness.plugins import Plugins
-from harness.records import FoldRecord, RecordStore, skipped_lines_note
+from harness.records import FoldRecord, RecordStore, skipped_lines_note, write_predictions
 from harness.features import FeatureCache
 from harness.train import fit_fold
 
@@ -580,12 +580,14 @@ def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, re
     if result.backbone:
         settings |= {"weights": train.weights, "freeze_base": train.freeze_base, "fine_tune": train.fine_tune is not None}
     dead = learned_nothing(result.probabilities)
-    return FoldRecord(
+    record = FoldRecord(
         candidate=candidate.name, search_id=sid, config_id=cid, trial=number, repeat=repeat, fold=fold,
         params=settings, tuned=dict(sampled), metrics=metrics, fit_seconds=round(result.fit_seconds, 3),
         epochs_run=result.epochs_run, train_size=len(train_idx), val_size=len(val_idx),
-        warnings=[f"learned nothing: {dead}"] if dead else [],
+        warnings=[f"learned nothing: {dead}"] if dead else [], history=result.history,
     )
+    write_predictions(run.results_dir, record.key, val_idx, dataset.labels[val_idx], result.probabilities)
+    return record
 
 
 def _trial_line(console, label, candidate, number, state, value, sampled, records, study):

@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,9 @@ class FoldResult:
     epochs_run: int
     #: Whether the model has a backbone (a layer named ``backbone``), so its weights setting applies.
     backbone: bool = False
+    #: Per epoch, over every phase: "phase", "learning_rate" and Keras's logs (loss, accuracy, and
+    #: val_loss, val_accuracy on the early-stopping split when there is one), one list each.
+    history: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,10 +184,30 @@ def inner_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
     return fit, stop
 
 
-def _callbacks(train: TrainConfig, on_epoch: Callable[[int, dict], None] | None) -> list:
-    """Fresh callbacks for one phase (their patience and best values start over)."""
+def epoch_history(history: dict[str, list], phase: str):
+    """A callback that appends each epoch's logs, its phase and the learning rate it trained with
+    to ``history`` (a list per key; a key missing in an epoch gets None there)."""
     keras = _keras()
-    callbacks = []
+
+    class EpochHistory(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            # Before ReduceLROnPlateau (later in the list) changes it: the rate this epoch used.
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            row = {"phase": phase, "learning_rate": rate, **{k: float(v) for k, v in (logs or {}).items()}}
+            epochs = len(history.get("phase", []))
+            for key in row.keys() - history.keys():
+                history[key] = [None] * epochs
+            for key, values in history.items():
+                values.append(row.get(key))
+
+    return EpochHistory()
+
+
+def _callbacks(train: TrainConfig, on_epoch: Callable[[int, dict], None] | None, history=None) -> list:
+    """Fresh callbacks for one phase (their patience and best values start over); ``history`` an
+    ``epoch_history`` callback, first so that it sees each epoch's learning rate unchanged."""
+    keras = _keras()
+    callbacks = [] if history is None else [history]
     if train.early_stopping is not None:
         es = train.early_stopping
         callbacks.append(
@@ -326,7 +349,8 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     def fit_end_to_end(**epochs):
         fit_inputs = image_inputs(fit_idx)
         calibration = _batchnorm_calibration(unaugmented, fit_inputs, train.batch_size, seed)
-        callbacks = _callbacks(train, on_epoch) + calibration
+        phase = "fine-tune" if "initial_epoch" in epochs else "train"
+        callbacks = _callbacks(train, on_epoch, epoch_history(epoch_log, phase)) + calibration
         return fit_in_order(
             model, [fit_inputs], y, sample_weights, train.batch_size, seed, callbacks,
             validation_data=validation(image_inputs), **epochs,
@@ -334,13 +358,14 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
 
     model, base, split = _model_for_fold(spec, context, train, seed, cache)
     unaugmented = model
+    epoch_log: dict[str, list] = {}
     started = time.perf_counter()
     if split is not None:
         head_inputs, views = _cached_features(cache, split, spec, dataset, image_size, train, fit_idx)
         _compile_head(split, train)
         epochs_run = fit_head(
             split, views or [head_inputs(fit_idx)], y, sample_weights, validation(head_inputs), train.epochs,
-            train.batch_size, seed, _callbacks(train, on_epoch),
+            train.batch_size, seed, _callbacks(train, on_epoch, epoch_history(epoch_log, "train")),
         )
         if train.fine_tune is not None:
             model = _augmented(model, train)
@@ -365,7 +390,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         probabilities = _head_predict(split.head, head_inputs(val_idx), train.batch_size)
     else:
         probabilities = predict_once(model, image_inputs(val_idx), train.batch_size)
-    return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run, base is not None)
+    return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run, base is not None, epoch_log)
 
 
 def _model_key(spec: ModelSpec, context: BuildContext, train: TrainConfig) -> str:

@@ -25,6 +25,8 @@ def run(script: str, *args: str, timeout: int = 120) -> subprocess.CompletedProc
     ("script", "args", "message"),
     [
         ("study_benchmark.py", ["--data", "/no/such/sports15"], "no sports15 folder /no/such/sports15/train/"),
+        ("study_benchmark.py", ["--model", "resnet50", "--weights", "imagenet"], "use --model efficientnet_lite0"),
+        ("pretrained_benchmark.py", ["--data", "/no/such/datasets"], "no folder /no/such/datasets/sports15"),
         ("decode_benchmark.py", ["--data", "/no/such/minerals"], "no folder /no/such/minerals"),
         ("throughput_benchmark.py", ["--models", "resnet5"], "unknown model 'resnet5'"),
     ],
