@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="print the leaderboard of a results folder")
     board.add_argument("results_dir", type=Path, help="a study's results folder, e.g. results/demo")
 
+    report = sub.add_parser("report", help="rebuild report.html of a results folder from what it stores, also mid-run")
+    report.add_argument("results_dir", type=Path, help="a study's results folder, e.g. results/demo")
+    report.add_argument("--data-root", type=Path, default=None,
+                        help="where the images are now (default: where the run found them), for the strip of wrong images")
+
     sub.add_parser("plugins", help="list plugins and what each registers")
     return parser
 
@@ -157,6 +162,8 @@ def _dispatch(args: argparse.Namespace, err: Console, restartable: bool = False)
     if args.command == "plugins":
         _print_plugins(plugins)
         return EXIT_OK
+    if args.command == "report":
+        return _report(args, plugins, err)
 
     from harness.config import load_study
     from harness.runner import default_data_root
@@ -210,6 +217,41 @@ def _validate(study, plugins, data_root: Path, err: Console) -> int:
     for cand in study.candidates:
         space = ", ".join(f"{k} {d.describe()}" for k, d in cand.space.items()) or "nothing tuned"
         err.print(f"  {cand.name} ({cand.model}, {cand.image_size[0]}×{cand.image_size[1]}): {space}")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, plugins, err: Console) -> int:
+    """Rebuild report.html; the images of the strip come from the study's data when it is still there."""
+    import json
+
+    from harness.html_report import write_html_report
+    from harness.search import RUN_FILE
+
+    results_dir = args.results_dir
+    run_file = results_dir / RUN_FILE
+    if not run_file.is_file():
+        raise HarnessError(f"{results_dir}: not a results folder of harness (no {RUN_FILE}); run a study first.")
+    info = json.loads(run_file.read_text())
+    thumbnails = None
+    data_root = args.data_root or (Path(info["data_root"]) if info.get("data_root") else None)
+    try:
+        from harness.config import load_study
+        from harness.runner import prepare
+
+        study = load_study(results_dir / "study.toml", plugins)
+        dataset, _ = prepare(study, plugins, data_root or Path("."), Console(stderr=True, quiet=True))
+        import pandas as pd
+
+        ids = pd.read_csv(results_dir / "folds.csv", dtype={"id": str}, keep_default_na=False)["id"].tolist()
+        if dataset.table["id"].tolist() == ids:
+            thumbnails = dataset.thumbnails
+        else:
+            err.print("note: the study's images changed since the run: the report shows no images of them")
+    except (HarnessError, OSError) as exc:
+        err.print(f"note: the study's images are not available ({exc}); the report shows no images of them. "
+                  "Give --data-root to where they are now.", soft_wrap=True, highlight=False)
+    path = write_html_report(results_dir, thumbnails=thumbnails)
+    Console().print(f"wrote {path}")
     return EXIT_OK
 
 

@@ -70,6 +70,13 @@ class Dataset:
             self._pixels[size] = pixels
         return self._pixels[size]
 
+    def thumbnails(self, rows: list[int], size: tuple[int, int] = (112, 112)) -> np.ndarray:
+        """A few rows' images as uint8 (len(rows), height, width, 3), decoded now (not cached)."""
+        table = self.table.iloc[list(rows)]
+        if self.samples.pixels is not None:
+            return np.asarray(self.samples.pixels(table, tuple(size)))
+        return np.stack([images.decode_file(path, tuple(size), self.resize) for path in table["path"]])
+
     def one_hot(self, column: str) -> np.ndarray:
         """A metadata column as float32 one-hot vectors (categories in sorted order)."""
         if column not in self.table.columns:

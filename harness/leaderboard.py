@@ -149,7 +149,7 @@ def write_leaderboard(table: pd.DataFrame, results_dir: Path) -> None:
     (Path(results_dir) / MARKDOWN_FILE).write_text(to_markdown(table))
 
 
-def _cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and text cells: 'mean ± std' per metric, the rest as is."""
     # top-1 accuracy is accuracy: shown once on screen, kept in the CSV
     metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean") and c != "top_1_accuracy_mean"]
@@ -225,7 +225,7 @@ def _params_text(text: object) -> str:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """The table, then each candidate's best parameters (or failure) and warnings as a list."""
-    headers, rows = _cells(table)
+    headers, rows = table_cells(table)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     lines += [""] + [f"- {line}" for line in notes(table)]
@@ -257,7 +257,7 @@ def column_groups(widths: list[int], room: int, keys: int = KEY_COLUMNS) -> list
 def print_leaderboard(table: pd.DataFrame, console: Console, title: str = "Leaderboard") -> None:
     """The table with every column whole: split into parts (the candidate repeated in each) when
     the terminal is too narrow; piped or redirected, one table as wide as it needs."""
-    headers, rows = _cells(table)
+    headers, rows = table_cells(table)
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
     needed = sum(widths) + COLUMN_FRAME * len(widths) + 1
     if not console.is_terminal:

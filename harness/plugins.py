@@ -40,6 +40,7 @@ BUILTIN_PLUGINS = {
     "applications": "harness_plugins.models.applications",
     "efficientnet-lite": "harness_plugins.models.efficientnet_lite",
     "summary-report": "harness_plugins.reports.summary",
+    "html-report": "harness_plugins.reports.html",
 }
 
 

@@ -145,7 +145,7 @@ def _start(study: Study, plugins: Plugins, results_root: Path, data_root: Path, 
         console.print(f"[yellow]warning:[/] {note}")
     folds = make_folds(dataset, study.cv)
     save_or_check_folds(folds, results_dir)
-    return RunInfo(study, results_dir, dataset, folds, notes, FeatureCache(default_cache_dir()))
+    return RunInfo(study, results_dir, dataset, folds, notes, FeatureCache(default_cache_dir()), Path(data_root).resolve())
 
 
 def run_study(

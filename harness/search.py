@@ -66,6 +66,8 @@ class RunInfo:
     notes: list[str] = field(default_factory=list)
     #: Pooled backbone features shared by every fold, trial and candidate of the run.
     features: FeatureCache | None = None
+    #: The folder the dataset's root is relative to (for reports rebuilt later).
+    data_root: Path | None = None
 
 
 @dataclass
@@ -227,6 +229,10 @@ def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | No
             for c in study.candidates
         ],
         "failed": dict(failures or {}),
+        # For reports rebuilt later: what the data audit said, and where the search lives.
+        "notes": list(run.notes),
+        "storage": study.search.storage or None,
+        "data_root": str(run.data_root) if run.data_root else None,
     }
     path = run.results_dir / RUN_FILE
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: two processes may write at once
