@@ -128,12 +128,19 @@ def write_predictions(results_dir: Path, key: tuple[str, str, int, int], rows: n
     path = predictions_path(results_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    with partial.open("wb") as fh:
-        np.savez_compressed(fh, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
-                            probabilities=np.asarray(probabilities, dtype="float32"))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(partial, path)
+    try:
+        with partial.open("wb") as fh:
+            np.savez_compressed(fh, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
+                                probabilities=np.asarray(probabilities, dtype="float32"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        try:
+            partial.unlink(missing_ok=True)  # a full disk: leave no half file taking its space
+        except OSError:
+            pass
+        raise
     return path
 
 

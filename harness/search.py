@@ -439,10 +439,10 @@ def candidate_failures(study: Study, storage) -> dict[str, str]:
 
 def _not_a_reported_failure(record: logging.LogRecord) -> bool:
     """Optuna logs a trial that raised with the exception's traceback, then its value (None). A
-    HarnessError is a message for the user, which the objective has already printed, and an
-    interrupt is the command line's to announce (one clean line); any other error reaches the
-    command line with its traceback anyway."""
-    reported = record.exc_info and isinstance(record.exc_info[1], (HarnessError, KeyboardInterrupt))
+    HarnessError is a message for the user, which the objective has already printed; an interrupt
+    and a file-system fault (a full or read-only disk) are the command line's to announce, in one
+    line; any other error reaches the command line with its traceback anyway."""
+    reported = record.exc_info and isinstance(record.exc_info[1], (HarnessError, KeyboardInterrupt, OSError))
     return not reported and not record.getMessage().endswith("failed with value None.")
 
 
