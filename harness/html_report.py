@@ -50,7 +50,12 @@ section.candidate { border-top: 2px solid #ddd; margin-top: 2rem; }
 <p>{{ summary }}</p>
 {% if info.overrides %}<p>Run with settings that override the study file:
 {% for name, o in info.overrides.items() %}<code>{{ name }} = {{ o.value }}</code> (from {{ o['from'] }}){% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}
-{% if audit %}<h2>Data audit</h2><ul class="notes">{% for line in audit %}<li class="warning">{{ line }}</li>{% endfor %}</ul>{% endif %}
+<h2>Data</h2>
+{% if audit %}<ul class="notes">{% for line in audit %}<li class="warning">{{ line }}</li>{% endfor %}</ul>{% else %}<p>The data audit found nothing to warn about.</p>{% endif %}
+<table><thead><tr><th>class</th><th>images</th>{% for f in fold_columns %}<th>fold {{ f }}</th>{% endfor %}</tr></thead><tbody>
+{% for label, total, per_fold in class_counts %}<tr><td>{{ label }}</td><td>{{ total }}</td>{% for n in per_fold %}<td>{{ n }}</td>{% endfor %}</tr>{% endfor %}
+</tbody></table>
+<p>Validation images per class and fold (repeat 0).</p>
 
 <h2>Leaderboard</h2>
 <table><thead><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr></thead>
@@ -254,6 +259,8 @@ def write_html_report(results_dir: Path, thumbnails: Thumbnails = None, audit: l
             ]
         candidates.append(entry)
     repeats = [c for c in folds.columns if c.startswith("repeat_")]
+    counts = pd.crosstab(folds["label"], folds[repeats[0]]) if repeats else pd.DataFrame()
+    class_counts = [(label, int(row.sum()), [int(v) for v in row]) for label, row in counts.iterrows()]
     grouped = bool((folds["group"] != folds["id"]).any())
     summary = (f"{len(folds)} images, {len(classes)} classes; {info['folds']}-fold cross-validation × "
                f"{len(repeats)} repeat(s), {'grouped' if grouped else 'ungrouped'}; objective {info['objective']}.")
@@ -268,7 +275,7 @@ def write_html_report(results_dir: Path, thumbnails: Thumbnails = None, audit: l
             description = None
     page = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(TEMPLATE).render(
         info=info, description=description, summary=summary, audit=audit if audit is not None else info.get("notes", []),
-        headers=headers, rows=rows, board_notes=notes(board), candidates=candidates, version=__version__,
+        headers=headers, rows=rows, class_counts=class_counts, fold_columns=list(counts.columns), board_notes=notes(board), candidates=candidates, version=__version__,
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), results_dir=str(results_dir),
     )
     path = results_dir / REPORT_FILE

@@ -74,7 +74,7 @@ def test_run_writes_a_self_contained_report_with_every_section(tmp_path):
     assert main(["run", str(two_candidate_study(tmp_path)), "--results", str(tmp_path / "r")]) == 0
     page = (tmp_path / "r" / "tiny" / "report.html").read_text()
     assert re.search(r"[12]\. cnn5 ", page) and re.search(r"[12]\. small ", page)
-    for text in ("Leaderboard", "95% CI", "vs best (p)", "Most confidently wrong",
+    for text in ("Data", "Validation images per class and fold", "Leaderboard", "95% CI", "vs best (p)", "Most confidently wrong",
                  "precision", "Most confused", "expected calibration error", "winner"):
         assert text in page, text
     sources = images_in(page)
