@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="print the leaderboard of a results folder")
     board.add_argument("results_dir", type=Path, help="a study's results folder, e.g. results/demo")
 
+    compare = sub.add_parser("compare", help="two studies over the same images side by side (e.g. one split against K-fold CV)")
+    compare.add_argument("first", type=Path, help="a study's results folder (A)")
+    compare.add_argument("second", type=Path, help="another study's results folder (B)")
+
     report = sub.add_parser("report", help="rebuild report.html of a results folder from what it stores, also mid-run")
     report.add_argument("results_dir", type=Path, help="a study's results folder, e.g. results/demo")
     report.add_argument("--data-root", type=Path, default=None,
@@ -156,6 +160,13 @@ def _dispatch(args: argparse.Namespace, err: Console, restartable: bool = False)
         from harness.leaderboard import build_leaderboard, print_leaderboard
 
         print_leaderboard(build_leaderboard(args.results_dir), Console(), title=f"{args.results_dir.name} leaderboard")
+        return EXIT_OK
+
+    if args.command == "compare":
+        from harness.compare import compare, print_comparison
+
+        table, notes = compare(args.first, args.second)
+        print_comparison(table, notes, Console())
         return EXIT_OK
 
     plugins = get_plugins()
