@@ -17,7 +17,6 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 from harness.leaderboard import build_leaderboard
-from harness.records import RECORDS_FILE, read_records
 from harness.search import RUN_FILE
 
 
@@ -38,15 +37,11 @@ def protocol(results_dir: Path) -> Protocol:
     info = json.loads((results_dir / RUN_FILE).read_text())
     folds = pd.read_csv(results_dir / "folds.csv", dtype={"id": str, "group": str}, keep_default_na=False)
     repeats = [c for c in folds.columns if c.startswith("repeat_")]
-    # The folds that are scored (a holdout split marks its training rows as a fold that never is).
-    records = read_records(results_dir / RECORDS_FILE)
-    scored = sorted({r.fold for r in records if r.repeat == 0}) or sorted(folds[repeats[0]].unique())
     grouped = "grouped" if (folds["group"] != folds["id"]).any() else "ungrouped"
-    if len(scored) == 1:
-        share = (folds[repeats[0]] == scored[0]).mean()
-        how = f"one split ({share:.0%} validation)"
+    if info["folds"] == 1:  # a holdout split: fold 0 validates, the rows marked 1 only train
+        how = f"one split ({(folds[repeats[0]] == 0).mean():.0%} validation)"
     else:
-        how = f"{len(scored)}-fold CV" + (f" × {len(repeats)} repeats" if len(repeats) > 1 else "")
+        how = f"{info['folds']}-fold CV" + (f" × {len(repeats)} repeats" if len(repeats) > 1 else "")
     return Protocol(info["study"], info["objective"], f"{how}, {grouped}, {len(folds)} images", set(folds["id"]))
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import io
 import pickle  # only through RestrictedUnpickler below: find_class refuses every non-tensor name
-import sys
 import zipfile
 from pathlib import Path
 
@@ -178,13 +177,10 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     installed, the restricted reader otherwise. Anything but tensors is refused
     (``UnsafeWeightsError``); an unreadable file is a ``HarnessError``."""
     path = Path(path)
-    if "torch" not in sys.modules:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return read_state_dict_restricted(path)
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return read_state_dict_restricted(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

