@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 from harness.leaderboard import build_leaderboard
-from harness.search import RUN_FILE
+from harness.search import RUN_FILE, folds_grouped
 
 
 @dataclass
@@ -37,7 +37,7 @@ def protocol(results_dir: Path) -> Protocol:
     info = json.loads((results_dir / RUN_FILE).read_text())
     folds = pd.read_csv(results_dir / "folds.csv", dtype={"id": str, "group": str}, keep_default_na=False)
     repeats = [c for c in folds.columns if c.startswith("repeat_")]
-    grouped = "grouped" if (folds["group"] != folds["id"]).any() else "ungrouped"
+    grouped = "grouped" if folds_grouped(info, folds) else "ungrouped"
     if info["folds"] == 1:  # a holdout split: fold 0 validates, the rows marked 1 only train
         how = f"one split ({(folds[repeats[0]] == 0).mean():.0%} validation)"
     else:

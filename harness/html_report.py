@@ -23,7 +23,7 @@ from harness import __version__
 from harness.evidence import OutOfFold, calibration, confidently_wrong, confusion, most_confused, out_of_fold, per_class, top_k
 from harness.leaderboard import build_leaderboard, notes, table_cells
 from harness.records import RECORDS_FILE, read_records
-from harness.search import RUN_FILE
+from harness.search import RUN_FILE, folds_grouped
 
 REPORT_FILE = "report.html"
 #: ``thumbnails(rows) -> uint8 images`` for dataset rows (positions in folds.csv), or None.
@@ -261,7 +261,7 @@ def write_html_report(results_dir: Path, thumbnails: Thumbnails = None, audit: l
     repeats = [c for c in folds.columns if c.startswith("repeat_")]
     counts = pd.crosstab(folds["label"], folds[repeats[0]]) if repeats else pd.DataFrame()
     class_counts = [(label, int(row.sum()), [int(v) for v in row]) for label, row in counts.iterrows()]
-    grouped = bool((folds["group"] != folds["id"]).any())
+    grouped = folds_grouped(info, folds)
     summary = (f"{len(folds)} images, {len(classes)} classes; {info['folds']}-fold cross-validation × "
                f"{len(repeats)} repeat(s), {'grouped' if grouped else 'ungrouped'}; objective {info['objective']}.")
     description = None

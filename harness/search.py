@@ -220,6 +220,9 @@ def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | No
         "top_k": study.metrics.top_k,
         "folds": study.cv.folds,
         "repeats": study.cv.repeats,
+        "scheme": study.cv.scheme,
+        # Whether folds kept groups together, as run: a dataset without groups splits by image either way.
+        "grouped": bool(study.cv.grouped and run.dataset.has_groups),
         "classes": run.dataset.classes,
         "candidates": [
             {
@@ -238,6 +241,14 @@ def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | No
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: two processes may write at once
     tmp.write_text(json.dumps(info, indent=2))
     tmp.replace(path)
+
+
+def folds_grouped(info: dict, folds) -> bool:
+    """Whether a run's folds kept groups together: from its run file, or for runs written before
+    it said so, whether any image's group differs from its id."""
+    if "grouped" in info:
+        return bool(info["grouped"])
+    return bool((folds["group"] != folds["id"]).any())
 
 
 class _Progress:

@@ -46,3 +46,12 @@ def test_different_images_are_named_and_a_missing_folder_is_one_line(tmp_path, c
     assert main(["compare", str(small), str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "not a results folder" in err and "Traceback" not in err
+
+
+def test_grouped_against_ungrouped_folds_are_told_apart(tmp_path):
+    """Both studies' folds.csv list the same groups; only the run says whether folds kept them."""
+    grouped = run(tmp_path, "grouped", "[cv]\nfolds = 3")
+    ungrouped = run(tmp_path, "ungrouped", "[cv]\nfolds = 3\ngrouped = false")
+    table, notes = compare(ungrouped, grouped)
+    assert not notes
+    assert ", ungrouped," in table.attrs["a"].description and ", grouped," in table.attrs["b"].description
