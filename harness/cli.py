@@ -88,6 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-root", type=Path, default=None,
                         help="where the images are now (default: where the run found them), for the strip of wrong images")
 
+    export = sub.add_parser("export", help="refit the leaderboard's best candidate on all images and write a model folder")
+    export.add_argument("results_dir", type=Path, help="a study's results folder, e.g. results/demo")
+    export.add_argument("--candidate", help="which candidate (default: the leaderboard's first)")
+    export.add_argument("--out", type=Path, help="model folder to write (default: RESULTS_DIR/export/<candidate>)")
+    export.add_argument("--data-root", type=Path, default=None, help="where the images are now (default: where the run found them)")
+    export.add_argument("--ensemble", action="store_true", help="keep the K fold models (probabilities averaged) instead of refitting")
+
+    predict = sub.add_parser("predict", help="classify images with an exported model folder")
+    predict.add_argument("model_dir", type=Path, help="a folder written by harness export")
+    predict.add_argument("images", type=Path, nargs="+", help="image files or folders of them")
+    predict.add_argument("--top-k", type=_positive, default=5, help="classes to show per image (default 5)")
+    predict.add_argument("--location", help="the region, for a model that takes a location input")
+    predict.add_argument("--input", action="append", default=[], metavar="NAME=VALUE", help="any other extra input")
+    predict.add_argument("--json", action="store_true", help="one JSON line per image instead of tables")
+
+    serve = sub.add_parser("serve", help="an HTTP prediction service with an upload page for a model folder")
+    serve.add_argument("model_dir", type=Path, help="a folder written by harness export")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=5000)
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload accepted (default 10 MB)")
+
     sub.add_parser("plugins", help="list plugins and what each registers")
     return parser
 
@@ -169,7 +190,22 @@ def _dispatch(args: argparse.Namespace, err: Console, restartable: bool = False)
         print_comparison(table, notes, Console())
         return EXIT_OK
 
+    if args.command == "predict":
+        from harness.predict import predict_command
+
+        return predict_command(args, Console(), err)
+    if args.command == "serve":
+        from harness.serve import serve_command
+
+        return serve_command(args, err)
+
     plugins = get_plugins()
+    if args.command == "export":
+        from harness.export import export_model
+
+        folder = export_model(args.results_dir, plugins, err, args.candidate, args.out, args.data_root, args.ensemble)
+        Console().print(f"model folder: {folder} (model card: {folder / 'MODEL_CARD.md'})")
+        return EXIT_OK
     if args.command == "plugins":
         _print_plugins(plugins)
         return EXIT_OK

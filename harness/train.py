@@ -277,8 +277,10 @@ def fit_fold(
     seed: int,
     on_epoch: Callable[[int, dict], None] | None = None,
     cache: FeatureCache | None = None,
+    save_model: str | os.PathLike | None = None,
 ) -> FoldResult:
-    """Build, fit on ``train_idx`` (one or two phases) and predict ``val_idx``.
+    """Build, fit on ``train_idx`` (one or two phases) and predict ``val_idx`` (may be empty).
+    ``save_model``: also save the trained model, without augmentation layers, as a ``.keras`` file.
 
     Runs under the study's precision policy; out of accelerator memory, it retries the fold with
     half the batch size, down to 1.
@@ -292,7 +294,7 @@ def fit_fold(
             try:
                 return _fit_fold(
                     spec, dataset, image_size, params, replace(train, batch_size=batch_size),
-                    train_idx, val_idx, seed, on_epoch, cache,
+                    train_idx, val_idx, seed, on_epoch, cache, save_model,
                 )
             except Exception as exc:
                 forget_kept_model()  # a fold that failed part-way may leave it in any state
@@ -321,7 +323,8 @@ def release_device_memory() -> None:
             torch.cuda.empty_cache()
 
 
-def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache) -> FoldResult:
+def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache,
+              save_model=None) -> FoldResult:
     num_classes = len(dataset.classes)
     context = BuildContext(
         num_classes=num_classes,
@@ -390,7 +393,11 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         history = fit_end_to_end(initial_epoch=epochs_run, epochs=epochs_run + ft.epochs)
         epochs_run += len(history.epoch)
     fit_seconds = time.perf_counter() - started
-    if split is not None and train.fine_tune is None:
+    if save_model is not None:
+        unaugmented.save(save_model)
+    if len(val_idx) == 0:
+        probabilities = np.zeros((0, num_classes))
+    elif split is not None and train.fine_tune is None:
         probabilities = _head_predict(split.head, head_inputs(val_idx), train.batch_size)
     else:
         probabilities = predict_once(model, image_inputs(val_idx), train.batch_size)
