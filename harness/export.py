@@ -24,12 +24,13 @@ from harness import __version__
 from harness.config import effective_params, load_study
 from harness.errors import HarnessError
 from harness.evidence import out_of_fold, per_class
+from harness.features import FeatureCache
 from harness.folds import fold_indices
 from harness.images import UnreadableImage, decode
 from harness.leaderboard import build_leaderboard
 from harness.plugins import Plugins
 from harness.records import RECORDS_FILE, read_records
-from harness.runner import prepare
+from harness.runner import default_cache_dir, prepare
 from harness.search import RUN_FILE, fold_seed
 from harness.train import fit_fold
 
@@ -93,6 +94,8 @@ def export_model(results_dir: Path, plugins: Plugins, console: Console, candidat
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    # The run's feature cache: the same training path (and so the same arithmetic) as the study's folds.
+    cache = FeatureCache(default_cache_dir())
     started = time.perf_counter()
     if ensemble:
         models = []
@@ -101,13 +104,13 @@ def export_model(results_dir: Path, plugins: Plugins, console: Console, candidat
             name = f"fold-{fold}.keras"
             console.print(f"training fold {fold + 1} of {info['folds']} of {chosen.name}…")
             fit_fold(spec, dataset, chosen.image_size, params, train, train_idx, np.array([], dtype=int),
-                     seed=fold_seed(study.seed, row["config_id"], 0, fold), save_model=staging / name)
+                     seed=fold_seed(study.seed, row["config_id"], 0, fold), cache=cache, save_model=staging / name)
             models.append(name)
     else:
         console.print(f"refitting {chosen.name} on all {len(dataset.table)} images…")
         everything = np.arange(len(dataset.table))
         fit_fold(spec, dataset, chosen.image_size, params, train, everything, np.array([], dtype=int),
-                 seed=fold_seed(study.seed, row["config_id"], -1, -1), save_model=staging / "model.keras")
+                 seed=fold_seed(study.seed, row["config_id"], -1, -1), cache=cache, save_model=staging / "model.keras")
         models = ["model.keras"]
     seconds = time.perf_counter() - started
 

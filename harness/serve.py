@@ -61,7 +61,12 @@ def create_app(model: ExportedModel, max_upload_bytes: int = 10 * 1024 * 1024, m
     async def limit_upload(request: Request, call_next):
         length = request.headers.get("content-length")
         if request.method == "POST" and length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
-            return JSONResponse({"error": f"upload too large: at most {max_upload_bytes // (1024 * 1024)} MB"},
+            # Read (and drop) a moderately large body so the client, still sending, gets this answer
+            # rather than a reset connection; anything far larger is cut off.
+            if int(length) <= 8 * max_upload_bytes:
+                async for _ in request.stream():
+                    pass
+            return JSONResponse({"error": f"upload too large: at most {max_upload_bytes / (1024 * 1024):g} MB"},
                                 status_code=413)
         return await call_next(request)
 
@@ -91,7 +96,7 @@ def create_app(model: ExportedModel, max_upload_bytes: int = 10 * 1024 * 1024, m
         if not data:
             raise Refused(400, "empty upload: send an image file in the form field 'file'")
         if len(data) > max_upload_bytes:
-            raise Refused(413, f"upload too large: at most {max_upload_bytes // (1024 * 1024)} MB")
+            raise Refused(413, f"upload too large: at most {max_upload_bytes / (1024 * 1024):g} MB")
         if not top_k.strip().isdigit() or not 1 <= int(top_k) <= MAX_TOP_K:
             raise Refused(422, f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {top_k!r}")
         try:
@@ -117,6 +122,12 @@ def create_app(model: ExportedModel, max_upload_bytes: int = 10 * 1024 * 1024, m
         top = model.top(probabilities, int(top_k))[0]
         return {"model": model.info["name"], "version": model.info.get("version"), "predictions": top.as_json()}
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        from fastapi.responses import Response
+
+        return Response(ICON, media_type="image/svg+xml")
+
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
         return upload_page(describe())
@@ -138,6 +149,10 @@ def upload_page(info: dict) -> str:
         .replace("{{LOCATION}}", select).replace("{{CLASSES}}", str(len(info["classes"]))) \
         .replace("{{MODEL_JSON}}", html.escape(json.dumps(info["name"])))
 
+
+ICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+        b'fill="#4a7bd0"/><rect x="3" y="9" width="2" height="4" fill="#fff"/><rect x="7" y="5" width="2" '
+        b'height="8" fill="#fff"/><rect x="11" y="3" width="2" height="10" fill="#fff"/></svg>')
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{NAME}}</title>

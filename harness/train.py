@@ -394,7 +394,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         epochs_run += len(history.epoch)
     fit_seconds = time.perf_counter() - started
     if save_model is not None:
-        unaugmented.save(save_model)
+        _save_model(unaugmented, save_model)
     if len(val_idx) == 0:
         probabilities = np.zeros((0, num_classes))
     elif split is not None and train.fine_tune is None:
@@ -402,6 +402,17 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     else:
         probabilities = predict_once(model, image_inputs(val_idx), train.batch_size)
     return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run, base is not None, epoch_log)
+
+
+def _save_model(model, path) -> None:
+    """Save a trained model as a ``.keras`` file. A model split for the cached phase shares its
+    extra inputs with the head model, which Keras cannot serialise: a clone with the same weights can."""
+    try:
+        model.save(path)
+    except RuntimeError:
+        clone = _keras().models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        clone.save(path)
 
 
 def _model_key(spec: ModelSpec, context: BuildContext, train: TrainConfig) -> str:

@@ -14,7 +14,7 @@ from sklearn.metrics import classification_report
 from harness.cli import main
 from harness.evidence import OutOfFold, calibration, confidently_wrong, confusion, most_confused, per_class, top_k
 
-from conftest import tiny_study_text
+from conftest import headless_chromium, tiny_study_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["a", "b", "c"]
@@ -109,27 +109,8 @@ def test_harness_report_on_a_folder_that_is_no_results_folder_is_one_line(tmp_pa
     assert "not a results folder" in err and "Traceback" not in err
 
 
-def _browser():
-    """A headless Chromium driven by selenium, or a skip saying what is missing."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("needs selenium: pip install -e '.[test]'")
-    if not chromium or not driver_path:
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1300,2000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver_path), options=options)
-
-
 def test_the_demos_report_opens_in_headless_chromium_with_every_image_and_no_console_error(tmp_path):
-    browser = _browser()
+    browser = headless_chromium()
     try:
         assert main(["run", str(ROOT / "studies" / "demo.toml"), "--results", str(tmp_path / "r"),
                      "--trials", "2", "--epochs", "2"]) == 0
