@@ -98,7 +98,7 @@ def print_comparison(table: pd.DataFrame, notes: list[str], console: Console) ->
         if pd.isna(mean):
             return "—", "—"
         low, high = row[f"{tag}_ci_low"], row[f"{tag}_ci_high"]
-        spread = f"{mean:.3f} ± {std:.3f} ({int(folds)} fold{'s' if folds != 1 else ''})"
+        spread = f"{mean:.3f} (1 split)" if folds == 1 else f"{mean:.3f} ± {std:.3f} ({int(folds)} folds)"
         return spread, "—" if pd.isna(low) or low == high else f"{low:.3f}–{high:.3f}"
 
     for _, row in table.iterrows():
