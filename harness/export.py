@@ -297,8 +297,20 @@ class ExportedModel:
         inputs = pixels
         if self.extra_inputs:
             inputs = {"image": pixels, **self.encode_extra(extra or {}, len(pixels))}
-        outputs = [np.asarray(m.predict(inputs, verbose=0, batch_size=32), dtype="float64") for m in self.models]
+        outputs = [self._call(m, inputs, len(pixels)) for m in self.models]
         return np.mean(outputs, axis=0)
+
+    @staticmethod
+    def _call(model, inputs, n: int, batch: int = 32) -> np.ndarray:
+        """The model called directly, in batches: for one image, ~10× less overhead than ``predict``."""
+        import keras
+
+        parts = []
+        for start in range(0, n, batch):
+            part = ({k: v[start:start + batch] for k, v in inputs.items()} if isinstance(inputs, dict)
+                    else inputs[start:start + batch])
+            parts.append(np.asarray(keras.ops.convert_to_numpy(model(part, training=False)), dtype="float64"))
+        return np.concatenate(parts)
 
     def top(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
         k = max(1, min(int(k), len(self.classes)))
