@@ -133,7 +133,7 @@ def export_model(results_dir: Path, plugins: Plugins, console: Console, candidat
         "model": chosen.model,
         "params": records[0].params,
         "tuned": records[0].tuned,
-        "backend": _versions_backend(),
+        "backend": __import__("keras").backend.backend(),
         "versions": _versions(),
         "estimate": {
             "objective": objective,
@@ -157,12 +157,6 @@ def export_model(results_dir: Path, plugins: Plugins, console: Console, candidat
         shutil.rmtree(out)
     staging.rename(out)  # whole or absent
     return out
-
-
-def _versions_backend() -> str:
-    import keras
-
-    return keras.backend.backend()
 
 
 def _number(value) -> float | None:

@@ -199,11 +199,11 @@ def get(url: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
-def wait_until_up(url: str, process=None, seconds: float = 120) -> None:
+def wait_until_up(url: str, process=None, log: Path | None = None, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the server exited: {process.stdout.read()}")
+            raise AssertionError(f"the server exited: {log.read_text() if log else ''}")
         try:
             if get(f"{url}/health")[0] == 200:
                 return
@@ -246,15 +246,7 @@ def service(exported, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if get(f"{url}/health")[0] == 200:
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.3)
+        wait_until_up(url, process, log)
         yield url, log, data
     finally:
         process.terminate()
