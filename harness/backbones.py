@@ -237,6 +237,15 @@ def set_base_trainable(
     base.trainable = trainable
     if not trainable:
         return []
+    start = first_trainable_layer(base, from_layer, last)
+    for index, layer in enumerate(base.layers):
+        if index < start or (isinstance(layer, layers.BatchNormalization) and not train_batchnorm):
+            layer.trainable = False
+    return [layer.name for layer in base.layers if layer.trainable]
+
+
+def first_trainable_layer(base, from_layer: int | None = None, last: int | None = None) -> int:
+    """The index in ``base.layers`` from which ``set_base_trainable`` unfreezes the base."""
     count = len(base.layers)
     start = 0
     if from_layer is not None:
@@ -245,10 +254,7 @@ def set_base_trainable(
         start = max(0, count - last)
     if not 0 <= start <= count:
         raise HarnessError(f"fine_tune.from_layer = {from_layer} is outside the backbone's {count} layers.")
-    for index, layer in enumerate(base.layers):
-        if index < start or (isinstance(layer, layers.BatchNormalization) and not train_batchnorm):
-            layer.trainable = False
-    return [layer.name for layer in base.layers if layer.trainable]
+    return start
 
 
 def trainable_batchnorm(model) -> list:

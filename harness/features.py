@@ -98,6 +98,16 @@ class FeatureCache:
         self._listed: set[Path] = set()
         self.computed = 0
         self.loaded = 0
+        self._boundary = None
+
+    @property
+    def boundary(self):
+        """The boundary cache of fine-tuning phases (``harness.boundary.BoundaryCache``) beside these features."""
+        if self._boundary is None:
+            from harness.boundary import BoundaryCache
+
+            self._boundary = BoundaryCache(self.root.parent)
+        return self._boundary
 
     def ids(self, images: np.ndarray) -> list[str]:
         """``content_ids(images)``, computed once per array for the life of this cache."""
@@ -132,7 +142,7 @@ class FeatureCache:
         if missing:
             batch = images[missing]
             if view > 0 and make_augmenter is not None:
-                batch = _augment(make_augmenter, batch, seed=view, batch_size=batch_size)
+                batch = augment_view(make_augmenter, batch, seed=view, batch_size=batch_size)
             if predict is None:
                 computed = extractor.predict(batch, batch_size=batch_size, verbose=0)
             else:
@@ -140,7 +150,7 @@ class FeatureCache:
             computed = np.asarray(computed, dtype="float32")
             new_ids = list(dict.fromkeys(ids[i] for i in missing))
             rows = {image_id: row for row, image_id in zip(computed, (ids[i] for i in missing))}
-            _save_rows(folder, new_ids, np.stack([rows[i] for i in new_ids]))
+            save_rows(folder, new_ids, np.stack([rows[i] for i in new_ids]))
             for i in missing:
                 out[i] = self._memo[(key, view, ids[i])] = rows[ids[i]]
             self.computed += len(missing)
@@ -171,7 +181,7 @@ class FeatureCache:
             self.loaded += len(image_ids)
 
 
-def _augment(make_augmenter, images: np.ndarray, seed: int, batch_size: int) -> np.ndarray:
+def augment_view(make_augmenter, images: np.ndarray, seed: int, batch_size: int) -> np.ndarray:
     import keras
 
     keras.utils.set_random_seed(seed)  # random layers draw their seeds when built: build after seeding
@@ -183,7 +193,7 @@ def _augment(make_augmenter, images: np.ndarray, seed: int, batch_size: int) -> 
     return np.concatenate(chunks).astype("float32")
 
 
-def _save_rows(folder: Path, ids: list[str], rows: np.ndarray) -> None:
+def save_rows(folder: Path, ids: list[str], rows: np.ndarray) -> None:
     """One file of rows and, after it, the list of their ids: a reader that finds the list finds the rows."""
     folder.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]

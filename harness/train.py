@@ -353,15 +353,19 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     def image_inputs(index):
         return model_inputs(spec, dataset, image_size, index)
 
-    def fit_end_to_end(**epochs):
-        fit_inputs = image_inputs(fit_idx)
-        calibration = _batchnorm_calibration(unaugmented, fit_inputs, train.batch_size, seed)
+    def fit_phase(net, calibrated, inputs_of, views, **epochs):
+        """Fit ``net`` on ``views`` (each the training rows' inputs), BatchNormalization statistics
+        recalibrated on ``calibrated`` (the model as scored) where they train."""
+        calibration = _batchnorm_calibration(calibrated, inputs_of(fit_idx), train.batch_size, seed)
         phase = "fine-tune" if "initial_epoch" in epochs else "train"
         callbacks = _callbacks(train, on_epoch, epoch_history(epoch_log, phase)) + calibration
+        held_out = validation(lambda index: _read_rows(inputs_of(index)))
         return fit_in_order(
-            model, [fit_inputs], y, sample_weights, train.batch_size, seed, callbacks,
-            validation_data=validation(image_inputs), **epochs,
+            net, views, y, sample_weights, train.batch_size, seed, callbacks, validation_data=held_out, **epochs
         )
+
+    def fit_end_to_end(**epochs):
+        return fit_phase(model, unaugmented, image_inputs, [image_inputs(fit_idx)], **epochs)
 
     model, base, split = _model_for_fold(spec, context, train, seed, cache)
     unaugmented = model
@@ -381,16 +385,25 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         compile_model(model, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
         history = fit_end_to_end(epochs=train.epochs)
         epochs_run = len(history.epoch)
+    boundary = None
     if train.fine_tune is not None:
         ft = train.fine_tune
-        from harness.backbones import random_weights, set_base_trainable
+        from harness.backbones import first_trainable_layer, random_weights, set_base_trainable
 
         set_base_trainable(
             base, True, from_layer=ft.from_layer, last=ft.last, train_batchnorm=random_weights(context.weights)
         )
-        # Recompiling makes the new trainable set take effect; the phase goes on from where phase one stopped.
-        compile_model(model, train.optimizer, ft.learning_rate, smoothing, jit_compile=train.jit_compile)
-        history = fit_end_to_end(initial_epoch=epochs_run, epochs=epochs_run + ft.epochs)
+        start = first_trainable_layer(base, ft.from_layer, ft.last)
+        boundary = _boundary_phase(cache, unaugmented, base, start, dataset, image_size, train, fit_idx)
+        fine_tune_epochs = {"initial_epoch": epochs_run, "epochs": epochs_run + ft.epochs}
+        if boundary is None:
+            # Recompiling makes the new trainable set take effect; the phase goes on from where phase one stopped.
+            compile_model(model, train.optimizer, ft.learning_rate, smoothing, jit_compile=train.jit_compile)
+            history = fit_end_to_end(**fine_tune_epochs)
+        else:
+            top, top_inputs, top_views = boundary
+            compile_model(top, train.optimizer, ft.learning_rate, smoothing, jit_compile=train.jit_compile)
+            history = fit_phase(top, top, top_inputs, top_views or [top_inputs(fit_idx)], **fine_tune_epochs)
         epochs_run += len(history.epoch)
     fit_seconds = time.perf_counter() - started
     if save_model is not None:
@@ -399,6 +412,8 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         probabilities = np.zeros((0, num_classes))
     elif split is not None and train.fine_tune is None:
         probabilities = _head_predict(split.head, head_inputs(val_idx), train.batch_size)
+    elif boundary is not None:
+        probabilities = _call_in_batches(boundary[0], boundary[1](val_idx), train.batch_size)
     else:
         probabilities = predict_once(model, image_inputs(val_idx), train.batch_size)
     return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, epochs_run, base is not None, epoch_log)
@@ -569,6 +584,70 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx):
         )
         views.append([computed, *(e[fit_idx] for e in extras)] if extras else computed)
     return inputs, views
+
+
+def _boundary_phase(cache, model, base, start, dataset, image_size, train, fit_idx):
+    """``(top, inputs(index), views | None)`` to fine-tune ``model``'s top part on the boundary
+    cache (see ``harness.boundary``), or None (logging why) when the phase runs end to end.
+
+    ``inputs(index)`` gives the top's inputs (un-augmented boundary rows [+ one-hot extras]); with
+    augmentation, ``views`` holds the training rows' inputs for each precomputed view, served by
+    epoch as the cached head phase serves its features.
+    """
+    from harness.boundary import budget_bytes, say_end_to_end, split_at_boundary
+
+    if cache is None:
+        return None
+    augmenting = train.augment is not None and train.augment.active()
+    if not train.feature_cache:
+        return say_end_to_end("feature_cache = false")
+    if not train.freeze_base:
+        return say_end_to_end("freeze_base = false: phase one trains the frozen part, so it differs per fold")
+    if augmenting and train.views == 0:
+        return say_end_to_end("augmentation without precomputed views (views = 0)")
+    split = split_at_boundary(model, base, start, image_size)
+    if isinstance(split, str):
+        return say_end_to_end(split)
+    boundary_cache = cache.boundary
+    images = dataset.images(image_size)
+    ids = cache.ids(images)
+    fit_ids = [ids[i] for i in fit_idx]
+    rows = boundary_cache.missing(split.key, ids) + sum(
+        boundary_cache.missing(split.key, fit_ids, view) for view in range(1, train.views + 1)
+    )
+    budget = budget_bytes(boundary_cache.root)
+    if rows * split.row_bytes > budget:
+        return say_end_to_end(
+            f"the boundary cache at backbone layer {split.cut} would add {rows * split.row_bytes / 2**20:.0f} MiB "
+            f"({rows} rows of {split.row_bytes} bytes), over its budget of {budget / 2**20:.0f} MiB "
+            "($HARNESS_BOUNDARY_CACHE_BUDGET)"
+        )
+    batch_size = max(train.batch_size, 64)
+    boundary = boundary_cache.rows(split, images, ids, batch_size=batch_size, predict=forward_pass)
+    extras = [dataset.one_hot(t.name.split(":")[0]) for t in split.top.inputs[1:]]
+
+    def inputs(index):
+        return [boundary.take(index), *(e[index] for e in extras)] if extras else boundary.take(index)
+
+    if not augmenting:
+        return split.top, inputs, None
+    from harness.augment import augmentation_layers
+
+    def make_augmenter():
+        return _keras().Sequential(augmentation_layers(train.augment))
+
+    views = []
+    for view in range(1, train.views + 1):
+        computed = boundary_cache.rows(
+            split, images[fit_idx], fit_ids, view, make_augmenter, batch_size, forward_pass
+        )
+        views.append([computed, *(e[fit_idx] for e in extras)] if extras else computed)
+    return split.top, inputs, views
+
+
+def _read_rows(inputs):
+    """``inputs`` with any memory-mapped rows (``harness.boundary.MappedRows``) read into arrays."""
+    return _keras().tree.map_structure(lambda a: a if isinstance(a, np.ndarray) else np.asarray(a), inputs)
 
 
 def forward_pass(model, x, batch_size: int) -> np.ndarray:
