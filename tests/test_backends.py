@@ -38,6 +38,7 @@ def test_core_never_touches_tensorflow_directly():
 MODEL_TESTS = [
     "test_augment.py", "test_conus_study.py", "test_end_to_end.py", "test_feature_cache.py", "test_freezing.py",
     "test_models_contract.py", "test_pretrained.py", "test_training.py", "test_tuner_engine.py", "test_workers.py",
+    "test_boundary_cache.py",
 ]
 OTHER_BACKENDS = {"jax": "pip install -e '.[jax]'", "torch": "pip install -e '.[torch]'"}
 #: JAX compiles every new model, in every process, with XLA. On this CPU, end to end, keras-tuner
