@@ -62,6 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive, default=1, help="worker processes sharing the search (one GPU each when there are several)")
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
+    worker = sub.add_parser(
+        "worker", help="join a study whose storage other machines share (PostgreSQL), run trials, write the leaderboard"
+    )
+    worker.add_argument("study", type=Path, help="study file (TOML), the same on every machine")
+    worker.add_argument("--storage", help="the shared storage: postgresql://user:password@host/db or journal:PATH "
+                        "(overrides search.storage)")
+    worker.add_argument("--results", type=Path, default=Path("results"), help="this machine's results root (default: results)")
+    worker.add_argument("--data-root", type=Path, default=None, help="where this machine keeps the images (default: $HARNESS_DATA_ROOT or .)")
+    worker.add_argument("--trials", type=_positive, help="trials per candidate (overrides search.trials)")
+    worker.add_argument("--folds", type=_folds, help="cross-validation folds (overrides cv.folds)")
+    worker.add_argument("--epochs", type=_positive, help="training epochs (overrides train.epochs)")
+    worker.add_argument("--weights", help='"imagenet", "none" or a weights file for every candidate')
+    worker.add_argument("--image-size", type=_positive, help="square image side for every candidate")
+
     validate = sub.add_parser("validate", help="check a study file and its data without training")
     validate.add_argument("study", type=Path)
     validate.add_argument("--data-root", type=Path, default=None)
@@ -177,6 +191,8 @@ def _stop_gracefully_on_signals(err: Console) -> dict:
 def _dispatch(args: argparse.Namespace, err: Console, restartable: bool = False) -> int:
     from harness.plugins import get_plugins
 
+    if args.command in ("leaderboard", "compare", "report", "export"):
+        _refresh_from_storage(args, err)
     if args.command == "leaderboard":
         from harness.leaderboard import build_leaderboard, print_leaderboard
 
@@ -231,8 +247,13 @@ def _dispatch(args: argparse.Namespace, err: Console, restartable: bool = False)
     if args.command == "validate":
         return _validate(study, plugins, data_root, err)
 
-    from harness.runner import run_study, run_worker
+    from harness.runner import join_study, run_study, run_worker
 
+    if args.command == "worker":
+        if args.storage:  # where, not what: kept out of the overrides saved in study.toml (it may hold a password)
+            study.search.storage = args.storage
+        join_study(study, plugins, args.results, data_root, err, restartable)
+        return EXIT_OK
     if args.worker_index is not None:
         run_worker(study, plugins, args.results, data_root, args.worker_index, restartable)
         return EXIT_OK
@@ -243,6 +264,17 @@ def _dispatch(args: argparse.Namespace, err: Console, restartable: bool = False)
         study, plugins, args.results, data_root, err, args.workers, [*worker_command, "--worker-index"], restartable
     )
     return EXIT_OK
+
+
+def _refresh_from_storage(args: argparse.Namespace, err: Console) -> None:
+    """Reports read the results folder: bring it up to date with the study's storage first."""
+    from harness.storage import refresh_results_folder
+
+    folders = [args.first, args.second] if args.command == "compare" else [args.results_dir]
+    for folder in folders:
+        warning = refresh_results_folder(folder)
+        if warning:
+            err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 def _validate(study, plugins, data_root: Path, err: Console) -> int:

@@ -121,6 +121,11 @@ class SearchConfig:
     sampler: str = "tpe"
     pruner: str = "median"
     storage: str | None = None
+    #: Seconds between a running trial's signs of life in the storage.
+    heartbeat_seconds: int = 10
+    #: Seconds without a sign of life after which a trial's worker counts as gone and another
+    #: worker runs its configuration again (finished folds are kept).
+    grace_seconds: int = 60
     space: dict[str, Dimension] = field(default_factory=dict)
 
 
@@ -602,7 +607,15 @@ def _search(c: _Checker, t: dict[str, Any]) -> SearchConfig:
         sampler=c.choice(c.value(t, "sampler", "search", str, "tpe"), "search.sampler", SAMPLERS),
         pruner=c.choice(c.value(t, "pruner", "search", str, "median"), "search.pruner", PRUNERS),
         storage=c.value(t, "storage", "search", str, None),
+        heartbeat_seconds=c.positive(c.value(t, "heartbeat_seconds", "search", int, 10), "search.heartbeat_seconds"),
+        grace_seconds=c.positive(c.value(t, "grace_seconds", "search", int, 60), "search.grace_seconds"),
     )
+    if search.grace_seconds <= search.heartbeat_seconds:
+        raise c.fail(
+            "search.grace_seconds",
+            f"must be longer than search.heartbeat_seconds ({search.heartbeat_seconds}), or a live worker "
+            "would be taken for gone between two beats.",
+        )
     space = c.table(c.value(t, "space", "search", dict, {}), "search.space")
     search.space = _space(c, space, "search.space")
     if search.engine == "optuna" and "oracle" in t:

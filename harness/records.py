@@ -111,6 +111,21 @@ class RecordStore:
         return list(self._by_key.values())
 
 
+def append_record_line(path: Path, record: FoldRecord) -> None:
+    """Append one record to a records file, whole, however many processes append at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            if fh.tell() > 0 and not _ends_with_newline(path):
+                fh.write(b"\n")  # a torn line from a crash stays alone on its line
+            fh.write((json.dumps(asdict(record), sort_keys=True) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 PREDICTIONS_DIR = "predictions"
 
 

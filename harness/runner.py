@@ -25,11 +25,12 @@ from harness.leaderboard import build_leaderboard, print_leaderboard, write_lead
 from harness.memory import MemoryGuard
 from harness.plugins import Plugins
 from harness.errors import HarnessError, file_system_error
-from harness.records import RECORDS_FILE, RecordStore
+from harness.records import RECORDS_FILE
 from harness.search import (
-    JOURNAL_FILE, RUN_FILE, STOP_REQUESTED, RunInfo, candidate_failures, open_storage, repair_journal,
-    requeue_unfinished_trials, run_search, stop_signal, write_run_file,
+    JOURNAL_FILE, RUN_FILE, STOP_REQUESTED, RunInfo, candidate_failures, local_run_settings, open_storage,
+    repair_journal, requeue_unfinished_trials, run_search, search_id, stop_signal, write_run_file,
 )
+from harness.storage import ResultStore, describe_storage, import_results_folder, is_shared, write_results_folder
 from harness.specs import DatasetContext
 
 DATA_ROOT_ENV = "HARNESS_DATA_ROOT"
@@ -136,7 +137,9 @@ def check_results_folder(results_dir: Path) -> None:
         raise file_system_error(exc) from None
 
 
-def _start(study: Study, plugins: Plugins, results_root: Path, data_root: Path, console: Console) -> RunInfo:
+def _start(study: Study, plugins: Plugins, results_root: Path, data_root: Path, console: Console):
+    """Load the data, make the folds and check them against the results folder and the storage;
+    returns the run, its storage and its result store."""
     results_dir = Path(results_root) / study.name
     check_results_folder(results_dir)
     dataset, notes = prepare(study, plugins, data_root, console)
@@ -144,8 +147,22 @@ def _start(study: Study, plugins: Plugins, results_root: Path, data_root: Path, 
     for note in notes:
         console.print(f"[yellow]warning:[/] {note}")
     folds = make_folds(dataset, study.cv)
-    save_or_check_folds(folds, results_dir)
-    return RunInfo(study, results_dir, dataset, folds, notes, FeatureCache(default_cache_dir()), Path(data_root).resolve())
+    if not is_shared(study.search.storage):
+        save_or_check_folds(folds, results_dir)
+    storage = open_storage(study, results_dir)
+    store = ResultStore(storage, study.name)
+    store.save_or_check_folds(folds, f"{study.path} on {describe_storage(study.search.storage)}")
+    run = RunInfo(study, results_dir, dataset, folds, notes, FeatureCache(default_cache_dir()), Path(data_root).resolve())
+    return run, storage, store
+
+
+def write_results(run: RunInfo, plugins: Plugins, store: ResultStore, failures: dict[str, str] | None) -> pd.DataFrame:
+    """The results folder from the storage (every machine's folds), and its leaderboard."""
+    write_run_file(run, plugins, failures, store=store)
+    write_results_folder(store, run.results_dir, local_run_settings(run))
+    table = build_leaderboard(run.results_dir)
+    write_leaderboard(table, run.results_dir)
+    return table
 
 
 def run_study(
@@ -174,9 +191,9 @@ def run_study(
 def _run_study(
     study, plugins, results_root, data_root, console, workers, worker_command, restartable
 ) -> pd.DataFrame:
-    run = _start(study, plugins, results_root, data_root, console)
+    run, storage, store = _start(study, plugins, results_root, data_root, console)
     (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
-    write_run_file(run, plugins)
+    write_run_file(run, plugins, store=store)
     for name, o in study.overrides.items():
         console.print(f"[dim]{name} = {o['value']} (from {o['from']}; saved in {run.results_dir / 'study.toml'})[/]")
     console.print(
@@ -196,9 +213,9 @@ def _run_study(
 
             failures = run_tuner_search(run, plugins, console=console, workers=workers)
         else:
-            storage = open_storage(study, run.results_dir)  # created before any worker races for it
-            # This run holds the folder: no trial is running, and lost fold records are known.
-            requeue_unfinished_trials(study, storage, RecordStore(run.results_dir))
+            _carry_old_records(study, storage, store, run.results_dir, console)
+            # With the folder's own journal, this run holds the whole study: no trial is running.
+            requeue_unfinished_trials(study, storage, store, every_running_trial_is_dead=not is_shared(study.search.storage))
             if workers > 1:
                 _run_workers(workers, worker_command or [], console)
                 failures = candidate_failures(study, storage)
@@ -208,13 +225,18 @@ def _run_study(
                 failures = run_search(run, plugins, storage=storage, console=console, memory=memory)
     except KeyboardInterrupt:
         # What finished so far, ranked; the reporters run when the study ends.
-        table = build_leaderboard(run.results_dir)
-        write_leaderboard(table, run.results_dir)
+        table = write_results(run, plugins, store, None) if study.search.engine != "keras_tuner" else None
+        if table is None:
+            table = build_leaderboard(run.results_dir)
+            write_leaderboard(table, run.results_dir)
         print_leaderboard(table, Console(), title=f"{study.name} leaderboard so far (interrupted)")
         raise
-    write_run_file(run, plugins, failures)
-    table = build_leaderboard(run.results_dir)
-    write_leaderboard(table, run.results_dir)
+    if study.search.engine == "keras_tuner":  # its own records file is its results
+        write_run_file(run, plugins, failures)
+        table = build_leaderboard(run.results_dir)
+        write_leaderboard(table, run.results_dir)
+    else:
+        table = write_results(run, plugins, store, failures)
     plugins.hook.on_study_end(run=run, leaderboard=table)
     print_leaderboard(table, Console(), title=f"{study.name} leaderboard")
     if failures:
@@ -277,17 +299,58 @@ def end_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
+def _carry_old_records(study: Study, storage, store: ResultStore, results_dir: Path, console: Console) -> None:
+    imported = import_results_folder(store, results_dir, [search_id(study, c) for c in study.candidates])
+    if imported:
+        console.print(f"moved {imported} fold record(s) of {results_dir / RECORDS_FILE} into the study's storage")
+
+
 def run_worker(
     study: Study, plugins: Plugins, results_root: Path, data_root: Path, index: int, restartable: bool = False
 ) -> None:
-    """One of several processes searching one study through a shared storage."""
+    """One of the processes of `harness run --workers N`, sharing its parent's results folder."""
     end_with_parent()
     console = Console(stderr=True)
-    run = _start(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
+    run, storage, _ = _start(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
     console.print(f"worker {index}: {start_backend()}")
     memory = MemoryGuard() if restartable else None
-    storage = open_storage(study, run.results_dir)
     run_search(run, plugins, storage=storage, console=console, worker=index, memory=memory)
+
+
+def join_study(
+    study: Study, plugins: Plugins, results_root: Path, data_root: Path, console: Console | None = None,
+    restartable: bool = False,
+) -> pd.DataFrame:
+    """`harness worker`: join a study whose storage other machines share. This machine decodes and
+    caches its own images, checks its folds against the stored ones, runs trials until the budget
+    is taken and no trial runs elsewhere (finishing those whose worker vanished), then writes its
+    results folder (every machine's folds) and the leaderboard."""
+    console = console or Console(stderr=True)
+    if not is_shared(study.search.storage):
+        raise HarnessError(
+            f"{study.path}: `harness worker` joins a shared storage, and this study has none. Give --storage "
+            "postgresql://user:password@host/db (or journal:PATH on a shared disk), or set search.storage."
+        )
+    if study.search.engine == "keras_tuner":
+        raise HarnessError(f"{study.path}: search.engine = \"keras_tuner\" keeps its trials in one folder; "
+                           "`harness worker` needs the Optuna engine.")
+    run, storage, store = _start(study, plugins, results_root, data_root, console)
+    (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
+    write_run_file(run, plugins, store=store)
+    console.print(f"joined {study.name} on {describe_storage(study.search.storage)}; results in {run.results_dir}")
+    console.print(start_backend())
+    requeue_unfinished_trials(study, storage, store, every_running_trial_is_dead=False)
+    memory = MemoryGuard() if restartable else None
+    try:
+        failures = run_search(run, plugins, storage=storage, console=console, memory=memory)
+    except KeyboardInterrupt:
+        table = write_results(run, plugins, store, None)
+        print_leaderboard(table, Console(), title=f"{study.name} leaderboard so far (interrupted)")
+        raise
+    table = write_results(run, plugins, store, failures)
+    plugins.hook.on_study_end(run=run, leaderboard=table)
+    print_leaderboard(table, Console(), title=f"{study.name} leaderboard")
+    return table
 
 
 def gpu_ids() -> list[str]:

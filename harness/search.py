@@ -9,9 +9,8 @@ import os
 import signal
 import socket
 import threading
-
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,13 @@ from harness.evaluate import fold_metrics, learned_nothing
 from harness.folds import fold_indices
 from harness.memory import MemoryGuard, RestartForMemory
 from harness.plugins import Plugins
-from harness.records import FoldRecord, RecordStore, skipped_lines_note, write_predictions
+from harness.records import FoldRecord, write_predictions
 from harness.features import FeatureCache
+from harness import storage as store_module
+from harness.storage import JOURNAL_FILE, RUN_FILE, SQLITE_FILE, ResultStore, mirror_record
 from harness.train import fit_fold
 
-RUN_FILE = "run.json"
+__all__ = ["JOURNAL_FILE", "RUN_FILE", "SQLITE_FILE"]
 #: Set by a first Ctrl-C or SIGTERM (see harness.cli): the run stops at the next epoch end, keeping
 #: finished folds.
 STOP_REQUESTED = threading.Event()
@@ -51,8 +52,6 @@ def stop_signal() -> int:
     """The signal that asked the run to stop: SIGINT (Ctrl-C) unless another did."""
     return _stop_signal
 INTERRUPTED, RETRY_OF, OWNER, ERROR, SURPLUS = "interrupted", "retry_of", "owner", "error", "surplus"
-OWNERLESS_GRACE_S = 60.0
-SQLITE_FILE, JOURNAL_FILE = "optuna.db", "optuna.journal"
 
 
 @dataclass
@@ -104,23 +103,20 @@ def direction(study: Study, plugins: Plugins) -> str:
     return "maximize"
 
 
-def open_storage(study: Study, results_dir: Path):
-    """The study's Optuna storage: its URL, else a journal file in the results folder.
+def open_storage(study: Study, results_dir: Path) -> optuna.storages.BaseStorage:
+    """The study's storage (see harness.storage): ``search.storage``, else the results folder's
+    journal file, with heartbeats; a trial whose worker stopped beating is queued again."""
+    return store_module.open_storage(
+        study.search.storage, results_dir, study.search.heartbeat_seconds, study.search.grace_seconds,
+        on_stale=queue_again,
+    )
 
-    A journal file (optuna.journal) is append-only and safe for several worker processes; it opens
-    in a millisecond where SQLite takes ~0.5 s. A results folder from an older harness keeps its
-    trials: an optuna.db found without a journal is copied over once.
-    """
-    if study.search.storage:
-        return study.search.storage
-    sqlite_path, journal_path = results_dir / SQLITE_FILE, results_dir / JOURNAL_FILE
-    first_time = not journal_path.exists()
-    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal_path)))
-    if first_time and sqlite_path.exists():
-        sqlite_url = f"sqlite:///{sqlite_path.resolve()}"
-        for summary in optuna.get_all_study_summaries(sqlite_url):
-            optuna.copy_study(from_study_name=summary.study_name, from_storage=sqlite_url, to_storage=journal)
-    return journal
+
+def queue_again(optuna_study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed or vanished trial's configuration once more (its finished folds are reused)."""
+    trials = optuna_study.get_trials(deepcopy=False)
+    if trial.number not in {t.user_attrs.get(RETRY_OF) for t in trials}:
+        optuna_study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
 
 
 def repair_journal(results_dir: Path) -> int:
@@ -207,9 +203,11 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | None = None) -> None:
+def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | None = None,
+                   store: ResultStore | None = None) -> None:
     """What `harness leaderboard` needs to rebuild the table from the records alone: the settings
-    as run (overrides listed) and the candidates that failed, with their reasons."""
+    as run (overrides listed) and the candidates that failed, with their reasons. With ``store``,
+    the storage keeps it too (for every machine of the study)."""
     study = run.study
     info = {
         "study": study.name,
@@ -237,10 +235,20 @@ def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | No
         "storage": study.search.storage or None,
         "data_root": str(run.data_root) if run.data_root else None,
     }
+    if store is not None:
+        store.save_run({k: v for k, v in info.items() if k not in LOCAL_RUN_KEYS})
     path = run.results_dir / RUN_FILE
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: two processes may write at once
     tmp.write_text(json.dumps(info, indent=2))
     tmp.replace(path)
+
+
+#: What run.json says about this machine rather than the study: kept out of the shared description.
+LOCAL_RUN_KEYS = ("data_root", "storage")
+
+
+def local_run_settings(run: RunInfo) -> dict[str, Any]:
+    return {"data_root": str(run.data_root) if run.data_root else None, "storage": run.study.search.storage or None}
 
 
 def folds_grouped(info: dict, folds) -> bool:
@@ -295,109 +303,150 @@ def run_search(
     """
     study = run.study
     console = console or Console(stderr=True)
-    records = RecordStore(run.results_dir)
-    if records.skipped:
-        console.print(f"[yellow]warning:[/] {escape(skipped_lines_note(records.path, records.skipped))}")
     storage = storage or open_storage(study, run.results_dir)
+    records = ResultStore(storage, study.name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _keep_reported_failures_out_of_optunas_log()
     splits = [(r, f) for r in range(study.cv.repeats) for f in range(study.cv.folds)]
     extra_metrics = [plugins.metrics.get(m) for m in study.metrics.extra]
     label = "" if worker is None else escape(f"[worker {worker}] ")
     with _Progress(console, disable=worker is not None) as progress:
-        for candidate in study.candidates:
-            sid = search_id(study, candidate)
-            spec = plugins.models.get(candidate.model)
-            optuna_study = _open_study(study, sid, storage, plugins, candidate.name)
-            done = _finished(optuna_study)
-            remaining = max(0, study.search.trials - done)
-            progress.bars.update(
-                progress.trials, description=f"{candidate.name}: trials", total=study.search.trials, completed=done
+        while True:
+            _search_each_candidate(
+                run, plugins, storage, records, console, progress, label, splits, extra_metrics, memory
             )
-            if remaining == 0:
-                console.print(f"[dim]{label}{candidate.name}: {done} trials already done[/]")
-                continue
-
-            last_error = ""  # of this process's previous trial of this candidate ("" if it did not fail)
-
-            def objective(trial: optuna.Trial, candidate=candidate, sid=sid, spec=spec) -> float:
-                nonlocal last_error
-                if over_budget(trial.study.get_trials(deepcopy=False), trial.number, study.search.trials):
-                    trial.set_user_attr(SURPLUS, True)  # another worker took the last place: not run
-                    trial.study.stop()
-                    raise OverBudget(f"trial {trial.number} is over the budget of {study.search.trials}")
-                sampled = {name: dim.suggest(trial) for name, dim in candidate.space.items()}
-                params, train = effective_params(candidate, sampled)
-                cid = config_id(sid, sampled)
-                trial.set_user_attr("config_id", cid)
-                trial.set_user_attr(OWNER, _owner())
-                trial_records: list[FoldRecord] = []
-                progress.bars.update(progress.folds, total=len(splits), completed=0)
-                try:
-                    for step, (repeat, fold) in enumerate(splits):
-                        trial_records.append(fold_record(
-                            run, plugins, records, spec, candidate, params, train, sampled, sid, cid, trial.number,
-                            repeat, fold, extra_metrics, progress,
-                        ))
-                        progress.bars.update(progress.folds, completed=step + 1)
-                        running = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
-                        trial.report(running, step)
-                        if step + 1 < len(splits) and trial.should_prune():
-                            _trial_line(console, label, candidate, trial.number, "pruned", running, sampled, trial_records, study)
-                            _trial_end(plugins, run, candidate, trial.number, "pruned", running, sampled, trial_records)
-                            raise optuna.TrialPruned()
-                except HarnessError as exc:
-                    trial.set_user_attr(ERROR, str(exc))
-                    console.print(f"[red]{label}{candidate.name} trial {trial.number} failed:[/] {escape(str(exc))}")
-                    _trial_end(plugins, run, candidate, trial.number, "failed", None, sampled, trial_records)
-                    if str(exc) == last_error:  # missing weights, bad data: every trial would fail so
-                        console.print(
-                            f"[red]{label}{candidate.name}: two trials in a row failed with the same error; its "
-                            "search stops here.[/] Fix it and run the same command again: finished trials are kept."
-                        )
-                        trial.study.stop()
-                    last_error = str(exc)
-                    raise
-                except (KeyboardInterrupt, OSError):  # Ctrl-C, a full disk: the next run retries this configuration
-                    try:
-                        trial.set_user_attr(INTERRUPTED, True)
-                    except OSError:  # the storage is on the full disk too: its trial stays RUNNING, retried as dead
-                        pass
-                    raise
-                value = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
-                _trial_line(console, label, candidate, trial.number, "complete", value, sampled, trial_records, study)
-                _trial_end(plugins, run, candidate, trial.number, "complete", value, sampled, trial_records)
-                progress.bars.advance(progress.trials)
-                last_error = ""
-                return value
-
-            def after_trial(optuna_study: optuna.Study, _trial) -> None:
-                nonlocal restart
-                _retry_cut_off(optuna_study)
-                if _finished(optuna_study) >= study.search.trials:
-                    optuna_study.stop()  # other workers may have done the rest
-                restart = memory.over_budget() if memory is not None else None
-                if restart:
-                    optuna_study.stop()
-
-            restart: str | None = None
-
-            try:
-                optuna_study.optimize(
-                    objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False
-                )
-            except AssertionError as exc:
-                cause = _file_system_cause(exc)
-                if cause is None:
-                    raise
-                _name_the_folder(cause, run.results_dir)
-                raise cause from None
-            except OSError as exc:
-                _name_the_folder(exc, run.results_dir)
-                raise
-            if restart:
-                raise RestartForMemory(restart)
+            if not _wait_for_other_workers(study, storage, console, label):
+                break
     return candidate_failures(study, storage)
+
+
+def _wait_for_other_workers(study: Study, storage, console: Console, label: str) -> bool:
+    """Once this worker has nothing left to start, wait while trials run elsewhere: True as soon as
+    one of them is queued again (its worker stopped beating, so this one finishes it), False when
+    none runs any more."""
+    studies = []
+    for candidate in study.candidates:
+        try:
+            studies.append(optuna.load_study(study_name=search_id(study, candidate), storage=storage))
+        except KeyError:
+            continue
+    announced = False
+    while True:
+        for optuna_study in studies:
+            _retry_cut_off(optuna_study)
+        states = [t.state for s in studies for t in s.get_trials(deepcopy=False)]
+        if any(_finished(s) < study.search.trials and _has_waiting(s) for s in studies):
+            return True
+        if TrialState.RUNNING not in states:
+            return False
+        if not announced:
+            running = states.count(TrialState.RUNNING)
+            console.print(f"[dim]{label}waiting for {running} trial(s) running elsewhere (a worker silent for "
+                          f"{study.search.grace_seconds} s counts as gone and its trial is run here)[/]")
+            announced = True
+        stop_if_requested()
+        time.sleep(min(1.0, study.search.heartbeat_seconds))
+
+
+def _has_waiting(optuna_study: optuna.Study) -> bool:
+    return any(t.state == TrialState.WAITING for t in optuna_study.get_trials(deepcopy=False))
+
+
+def _search_each_candidate(run, plugins, storage, records, console, progress, label, splits, extra_metrics, memory):
+    """Each candidate's search until its budget is taken (run, running or queued)."""
+    study = run.study
+    for candidate in study.candidates:
+        sid = search_id(study, candidate)
+        spec = plugins.models.get(candidate.model)
+        optuna_study = _open_study(study, sid, storage, plugins, candidate.name)
+        done = _finished(optuna_study)
+        remaining = max(0, study.search.trials - done)
+        progress.bars.update(
+            progress.trials, description=f"{candidate.name}: trials", total=study.search.trials, completed=done
+        )
+        if remaining == 0:
+            console.print(f"[dim]{label}{candidate.name}: {done} trials already done[/]")
+            continue
+
+        last_error = ""  # of this process's previous trial of this candidate ("" if it did not fail)
+
+        def objective(trial: optuna.Trial, candidate=candidate, sid=sid, spec=spec) -> float:
+            nonlocal last_error
+            if over_budget(trial.study.get_trials(deepcopy=False), trial.number, study.search.trials):
+                trial.set_user_attr(SURPLUS, True)  # another worker took the last place: not run
+                trial.study.stop()
+                raise OverBudget(f"trial {trial.number} is over the budget of {study.search.trials}")
+            sampled = {name: dim.suggest(trial) for name, dim in candidate.space.items()}
+            params, train = effective_params(candidate, sampled)
+            cid = config_id(sid, sampled)
+            trial.set_user_attr("config_id", cid)
+            trial.set_user_attr(OWNER, _owner())
+            trial_records: list[FoldRecord] = []
+            progress.bars.update(progress.folds, total=len(splits), completed=0)
+            try:
+                for step, (repeat, fold) in enumerate(splits):
+                    trial_records.append(fold_record(
+                        run, plugins, records, spec, candidate, params, train, sampled, sid, cid, trial.number,
+                        repeat, fold, extra_metrics, progress,
+                    ))
+                    progress.bars.update(progress.folds, completed=step + 1)
+                    running = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
+                    trial.report(running, step)
+                    if step + 1 < len(splits) and trial.should_prune():
+                        _trial_line(console, label, candidate, trial.number, "pruned", running, sampled, trial_records, study)
+                        _trial_end(plugins, run, candidate, trial.number, "pruned", running, sampled, trial_records)
+                        raise optuna.TrialPruned()
+            except HarnessError as exc:
+                trial.set_user_attr(ERROR, str(exc))
+                console.print(f"[red]{label}{candidate.name} trial {trial.number} failed:[/] {escape(str(exc))}")
+                _trial_end(plugins, run, candidate, trial.number, "failed", None, sampled, trial_records)
+                if str(exc) == last_error:  # missing weights, bad data: every trial would fail so
+                    console.print(
+                        f"[red]{label}{candidate.name}: two trials in a row failed with the same error; its "
+                        "search stops here.[/] Fix it and run the same command again: finished trials are kept."
+                    )
+                    trial.study.stop()
+                last_error = str(exc)
+                raise
+            except (KeyboardInterrupt, OSError):  # Ctrl-C, a full disk: the next run retries this configuration
+                try:
+                    trial.set_user_attr(INTERRUPTED, True)
+                except OSError:  # the storage is on the full disk too: its trial stays RUNNING, retried as dead
+                    pass
+                raise
+            value = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
+            _trial_line(console, label, candidate, trial.number, "complete", value, sampled, trial_records, study)
+            _trial_end(plugins, run, candidate, trial.number, "complete", value, sampled, trial_records)
+            progress.bars.advance(progress.trials)
+            last_error = ""
+            return value
+
+        def after_trial(optuna_study: optuna.Study, _trial) -> None:
+            nonlocal restart
+            _retry_cut_off(optuna_study)
+            if _finished(optuna_study) >= study.search.trials:
+                optuna_study.stop()  # other workers may have done the rest
+            restart = memory.over_budget() if memory is not None else None
+            if restart:
+                optuna_study.stop()
+
+        restart: str | None = None
+
+        try:
+            optuna_study.optimize(
+                objective, n_trials=remaining, catch=(HarnessError,), callbacks=[after_trial], gc_after_trial=False
+            )
+        except AssertionError as exc:
+            cause = _file_system_cause(exc)
+            if cause is None:
+                raise
+            _name_the_folder(cause, run.results_dir)
+            raise cause from None
+        except OSError as exc:
+            _name_the_folder(exc, run.results_dir)
+            raise
+        if restart:
+            raise RestartForMemory(restart)
 
 
 def _name_the_folder(exc: OSError, folder: Path) -> None:
@@ -435,17 +484,10 @@ def _replaced(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 def candidate_failures(study: Study, storage) -> dict[str, str]:
     """Candidates without a completed trial in the storage, each with the error of its last failed trial."""
-    failures = {}
-    for candidate in study.candidates:
-        try:
-            trials = optuna.load_study(study_name=search_id(study, candidate), storage=storage).get_trials(deepcopy=False)
-        except KeyError:  # its search never started
-            trials = []
-        if any(t.state == TrialState.COMPLETE for t in trials):
-            continue
-        errors = [t.user_attrs[ERROR] for t in trials if t.state == TrialState.FAIL and ERROR in t.user_attrs]
-        failures[candidate.name] = errors[-1] if errors else "no trial completed"
-    return failures
+    if isinstance(storage, str):
+        storage = optuna.storages.get_storage(storage)
+    pairs = [(c.name, search_id(study, c)) for c in study.candidates]
+    return store_module.candidate_failures(storage, pairs, ERROR)
 
 
 def _not_a_reported_failure(record: logging.LogRecord) -> bool:
@@ -488,33 +530,11 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_is_dead(trial: optuna.trial.FrozenTrial) -> bool:
-    """True when the process that ran a trial is gone (checked on this host only)."""
-    owner = trial.user_attrs.get(OWNER)
-    if owner is None:
-        # A live worker names itself just after Optuna starts its trial; one still nameless after the
-        # grace period died in that gap.
-        started = trial.datetime_start or datetime.now()
-        return (datetime.now() - started).total_seconds() > OWNERLESS_GRACE_S
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname():
-        return False
-    if int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def requeue_unfinished_trials(study: Study, storage, records: RecordStore) -> None:
-    """For the process that holds the results folder, before any worker starts, queue again:
-    - every RUNNING trial: a dead one, named or not (a full disk can cut a trial off before its
-      process names itself);
-    - every complete trial whose configuration lacks fold records (lines lost to damage).
+def requeue_unfinished_trials(study: Study, storage, records: ResultStore, every_running_trial_is_dead: bool) -> None:
+    """Before any worker starts, queue again:
+    - every RUNNING trial, when this process owns the study's storage (the results folder's own
+      journal: no other worker can be running); in a shared storage, those whose heartbeat stopped;
+    - every complete trial whose configuration lacks fold records.
     Their finished folds are reused."""
     splits = study.cv.folds * study.cv.repeats
     for candidate in study.candidates:
@@ -523,7 +543,7 @@ def requeue_unfinished_trials(study: Study, storage, records: RecordStore) -> No
             optuna_study = optuna.load_study(study_name=sid, storage=storage)
         except KeyError:  # its search has not started
             continue
-        _retry_cut_off(optuna_study, every_running_trial_is_dead=True)
+        _retry_cut_off(optuna_study, every_running_trial_is_dead=every_running_trial_is_dead)
         trials = optuna_study.get_trials(deepcopy=False)
         replaced = _replaced(trials)
         for t in trials:
@@ -537,16 +557,18 @@ def _retry_cut_off(optuna_study: optuna.Study, every_running_trial_is_dead: bool
     """Queue once more each trial cut off by a crash, kill -9, Ctrl-C or a full disk; its finished
     folds are reused.
 
-    A RUNNING trial whose process is dead is marked failed first (Optuna has no public call to
-    fail another process's trial).
+    A RUNNING trial counts as dead when its heartbeat stopped (Optuna fails it and calls
+    ``queue_again``), or, with ``every_running_trial_is_dead``, at once.
     """
+    optuna.storages.fail_stale_trials(optuna_study)
     trials = optuna_study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
     for trial in trials:
         if trial.state == TrialState.RUNNING:
-            if not (every_running_trial_is_dead or _owner_is_dead(trial)):
+            if not every_running_trial_is_dead:
                 continue
             try:
+                # Optuna has no public call to fail another process's trial.
                 optuna_study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker got there first
@@ -575,14 +597,17 @@ def fold_record(
     record = records.get(sid, cid, repeat, fold)
     if record is None:
         record = _run_fold(
-            run, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics, progress
+            run, records, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics,
+            progress,
         )
-        records.append(record)
+        if records.append(record):
+            mirror_record(run.results_dir, record)
         plugins.hook.on_fold_end(run=run, record=record)
     return record
 
 
-def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics, progress):
+def _run_fold(run, records, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics,
+              progress):
     study, dataset = run.study, run.dataset
     stop_if_requested()
     train_idx, val_idx = fold_indices(run.folds, repeat, fold)
@@ -603,6 +628,7 @@ def _run_fold(run, spec, candidate, params, train, sampled, sid, cid, number, re
         epochs_run=result.epochs_run, train_size=len(train_idx), val_size=len(val_idx),
         warnings=[f"learned nothing: {dead}"] if dead else [], history=result.history,
     )
+    records.write_predictions(record.key, val_idx, dataset.labels[val_idx], result.probabilities)
     write_predictions(run.results_dir, record.key, val_idx, dataset.labels[val_idx], result.probabilities)
     return record
 

@@ -15,6 +15,8 @@ import optuna
 import pandas as pd
 import pytest
 
+from harness.storage import RUN_STUDY_PREFIX
+
 from harness.cli import main
 from harness.records import read_records
 
@@ -116,7 +118,7 @@ def test_interrupted_run_resumes_without_missing_or_doubled_folds(tmp_path, stop
     # the trial cut off by the kill was retried with its configuration, reusing its finished fold
     assert killed[0].config_id in by_config
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(results / "kill" / "optuna.journal")))
-    name = optuna.get_all_study_names(storage)[0]
+    name = next(n for n in optuna.get_all_study_names(storage) if not n.startswith(RUN_STUDY_PREFIX))
     states = Counter(t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials)
     assert states["COMPLETE"] == 3 and states.get("RUNNING", 0) == 0
 

@@ -13,6 +13,8 @@ import optuna
 import pandas as pd
 import pytest
 
+from harness.storage import RUN_STUDY_PREFIX
+
 from harness.records import read_records
 from harness.runner import worker_env
 
@@ -47,7 +49,7 @@ def test_two_workers_finish_one_study(tmp_path):
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "r" / "w" / "optuna.journal"))
     )
-    name = optuna.get_all_study_names(storage)[0]
+    name = next(n for n in optuna.get_all_study_names(storage) if not n.startswith(RUN_STUDY_PREFIX))
     states = Counter(t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials)
     assert states["COMPLETE"] + states.get("PRUNED", 0) == 4, states
 
@@ -149,7 +151,7 @@ def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
 @pytest.mark.run_machinery
 def test_a_dead_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     study = tmp_path / "w.toml"
-    study.write_text(tiny_study_text(name="w", trials=4))
+    study.write_text(tiny_study_text(name="w", trials=4).replace("[search]", "[search]\nheartbeat_seconds = 1\ngrace_seconds = 4"))
     records_path = tmp_path / "r" / "w" / "records.jsonl"
     parent = subprocess.Popen(_command(study, tmp_path / "r"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -195,24 +197,33 @@ def test_trials_of_an_old_sqlite_storage_are_carried_into_the_journal(tmp_path):
 
 
 @pytest.mark.run_machinery
-def test_a_running_trial_not_yet_named_by_its_worker_is_left_alone(tmp_path):
-    import datetime
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_is_retried_when_its_heartbeat_stops_not_before(tmp_path):
+    """Dead workers are found by the age of their last beat in the storage (any machine), not by a
+    process id."""
+    import time as clock
 
-    import optuna
     from optuna.trial import TrialState
 
-    from harness.search import OWNERLESS_GRACE_S, _retry_cut_off
+    from harness.search import _retry_cut_off, queue_again
+    from harness.storage import HEARTBEAT_ATTR, open_storage
 
-    study = optuna.create_study()
-    just_started = optuna.trial.create_trial(state=TrialState.RUNNING, params={}, distributions={})
-    study.add_trial(just_started)  # its worker is between Optuna's start and naming itself
-    _retry_cut_off(study)
-    assert [t.state for t in study.trials] == [TrialState.RUNNING]
-
-    long_ago = optuna.trial.create_trial(state=TrialState.RUNNING, params={}, distributions={})
-    long_ago.datetime_start -= datetime.timedelta(seconds=OWNERLESS_GRACE_S + 1)
-    study.add_trial(long_ago)  # died before it could name itself
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}", tmp_path, heartbeat_interval=1, grace_period=5,
+                           on_stale=queue_again)
+    study = optuna.create_study(study_name="beats", storage=storage)
+    alive, silent, never_beat = (study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}) for _ in range(3))
+    storage.record_heartbeat(alive._trial_id)
+    storage.set_trial_system_attr(silent._trial_id, HEARTBEAT_ATTR, clock.time() - 6)
     _retry_cut_off(study)
     states = [t.state for t in study.get_trials()]
-    assert states[:2] == [TrialState.RUNNING, TrialState.FAIL]
-    assert states[2:] == [TrialState.WAITING], "the dead worker's trial is queued again"
+    assert states == [TrialState.RUNNING, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING], states
+    assert study.get_trials()[3].user_attrs["retry_of"] == silent.number
+    assert study.get_trials()[3].system_attrs["fixed_params"] == silent.params
+    # a worker that died before its first beat is judged by its start time
+    storage.record_heartbeat(alive._trial_id)
+    clock.sleep(5.5)
+    storage.record_heartbeat(alive._trial_id)
+    _retry_cut_off(study)
+    states = [t.state for t in study.get_trials()]
+    assert states[0] == TrialState.RUNNING and states[2] == TrialState.FAIL, states
+    assert [t.user_attrs.get("retry_of") for t in study.get_trials()[4:]] == [never_beat.number]
