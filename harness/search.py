@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -560,7 +561,9 @@ def _retry_cut_off(optuna_study: optuna.Study, every_running_trial_is_dead: bool
     A RUNNING trial counts as dead when its heartbeat stopped (Optuna fails it and calls
     ``queue_again``), or, with ``every_running_trial_is_dead``, at once.
     """
-    optuna.storages.fail_stale_trials(optuna_study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(optuna_study)
     trials = optuna_study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
     for trial in trials:

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
@@ -52,6 +54,7 @@ RUN_ATTR, FOLDS_ATTR = "run", "folds"
 RUN_STUDY_PREFIX = "harness:"
 #: Seconds a database connection attempt may take before the run says it cannot reach it.
 CONNECT_TIMEOUT_S = 10
+TABLE_CREATION_ATTEMPTS = 5
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -151,10 +154,20 @@ def open_storage(
     full = database_url(url)
     engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if full.startswith("postgresql") else None
     try:
-        return RDBStorage(
-            full, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            heartbeat_stale_trial_callback=on_stale,
-        )
+        for attempt in range(TABLE_CREATION_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        full, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period, heartbeat_stale_trial_callback=on_stale,
+                    )
+            except sqlalchemy.exc.IntegrityError:
+                # Workers starting together on an empty database race to create Optuna's tables;
+                # the losers find them made a moment later.
+                if attempt + 1 == TABLE_CREATION_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except ImportError as exc:
         raise HarnessError(
             f"cannot open the storage {describe_storage(url)}: its database driver is missing ({exc}). "

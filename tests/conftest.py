@@ -81,3 +81,16 @@ def headless_chromium():
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (Debian's binaries, a temporary data folder, a loopback
+    port): call it for the URL of a fresh database."""
+    import postgres_server
+
+    why = postgres_server.missing()
+    if why:
+        pytest.skip(why)
+    with postgres_server.postgres_server() as new_database:
+        yield new_database
