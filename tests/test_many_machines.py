@@ -99,3 +99,80 @@ def test_machines_share_one_postgres_study_and_survive_a_killed_worker(tmp_path,
 @pytest.mark.run_machinery
 def test_machines_share_one_journal_file_and_survive_a_killed_worker(tmp_path):
     _one_study_on_machines(tmp_path, f"journal:{tmp_path / 'shared' / 'study.journal'}", machines=2)
+
+
+FOLDER_STUDY = """
+[study]
+name = "shapes"
+seed = 3
+
+[dataset]
+name = "folder"
+root = "shapes"
+image_size = [16, 16]
+
+[cv]
+folds = 2
+
+[search]
+trials = 1
+
+[[candidates]]
+model = "cnn5"
+"""
+
+
+def _shapes(root: Path, skip: str | None = None, extra: str | None = None) -> Path:
+    """Two classes of distinct noise images (no near copies for the audit to join)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = [f"{label}/{label}{i}.png" for label in ("red", "blue") for i in range(6)] + ([f"red/{extra}"] if extra else [])
+    for name in names:
+        pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        if not name.endswith(skip or "-"):
+            (root / "shapes" / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / "shapes" / name)
+    return root
+
+
+@pytest.mark.run_machinery
+def test_a_machine_whose_images_differ_is_stopped_naming_them(tmp_path, capsys):
+    """Folds are computed on each machine from the seed and checked against the stored ones."""
+    from rich.console import Console
+
+    from harness.runner import _start
+
+    study_file = tmp_path / "shapes.toml"
+    storage = f"journal:{tmp_path / 'shared.journal'}"
+    study_file.write_text(FOLDER_STUDY.replace("[search]", f'[search]\nstorage = "{storage}"'))
+    study = load_study(study_file, get_plugins())
+    _start(study, get_plugins(), tmp_path / "a", _shapes(tmp_path / "data-a"), Console(quiet=True))  # stores the folds
+
+    other = _shapes(tmp_path / "data-b", skip="blue3.png", extra="stray.png")
+    code = main(["worker", str(study_file), "--results", str(tmp_path / "b"), "--data-root", str(other)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "this machine's folds differ from the study's folds in the storage" in err
+    assert "1 image(s) missing here (blue/blue3.png)" in err and "1 image(s) only here (red/stray.png)" in err
+    assert "Traceback" not in err
+
+
+def test_a_wrong_password_or_an_unreachable_database_is_one_line(tmp_path, capsys, postgres):
+    study = _study(tmp_path)
+    good = postgres()
+    wrong_password = good.replace("harness-test-password", "not-the-password")
+    nobody_listens = "postgresql://harness:secret@127.0.0.1:1/nothing"
+    for url, reason in ((wrong_password, "password authentication failed"), (nobody_listens, "Connection refused")):
+        code = main(["worker", str(study), "--storage", url, "--results", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert reason in err and "Traceback" not in err
+        assert "not-the-password" not in err and "secret" not in err, "the password is never shown"
+        assert len(err.strip().splitlines()[-1]) > 0
+
+
+def test_a_worker_needs_a_shared_storage(tmp_path, capsys):
+    assert main(["worker", str(_study(tmp_path)), "--results", str(tmp_path / "r")]) == 2
+    assert "joins a shared storage" in capsys.readouterr().err
