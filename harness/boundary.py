@@ -89,13 +89,20 @@ def crossing_tensors(base, cut: int) -> list | None:
     """The tensors made below layer ``cut`` of ``base.layers`` and used at or above it (the base's
     outputs included); None when a layer is called more than once, which this split cannot follow."""
     operations = base._operations  # base.layers is its Layer subset, in the same order
-    if any(len(op._inbound_nodes) != 1 for op in operations):
-        return None
+    # The base's own graph: splitting a model adds nodes to the layers above the cut (Keras
+    # re-calls them on the top part's input), which are not the base's.
+    in_graph = {id(node) for nodes in base._nodes_by_depth.values() for node in nodes}
+    node_of = {}
+    for op in operations:
+        nodes = [node for node in op._inbound_nodes if id(node) in in_graph]
+        if len(nodes) != 1:
+            return None
+        node_of[id(op)] = nodes[0]
     position = len(operations) if cut >= len(base.layers) else operations.index(base.layers[cut])
     below = {id(op) for op in operations[:position]}
     crossing: dict[int, Any] = {}
     for op in operations[position:]:
-        for tensor in op._inbound_nodes[0].input_tensors:
+        for tensor in node_of[id(op)].input_tensors:
             if id(_producer(tensor)) in below:
                 crossing[id(tensor)] = tensor
     for tensor in base.outputs:

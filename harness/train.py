@@ -62,6 +62,10 @@ class FrozenSplit:
     session: int = 0
     template: Any = None  # an uncompiled clone of the head: cloning a compiled head recompiles it
     loops: Any = None  # the head's traced epoch loops (TensorFlow), made for its compile
+    #: With a fine-tuning phase: the model's weights as built, restored before each fold, and the
+    #: model's top parts for the boundary cache by first trainable layer (see ``_boundary_phase``).
+    initial_weights: list | None = None
+    tops: dict = field(default_factory=dict)
 
     def reset_head(self, seed: int) -> None:
         """Fresh head weights and dropout seeds from ``seed`` (see ``harness.features.reset_head``)."""
@@ -69,10 +73,31 @@ class FrozenSplit:
             self.template = _keras().models.clone_model(self.head)
         reset_head(self.head, seed, self.template)
 
+    def restore(self, seed: int) -> None:
+        """The model as built, its base frozen, with the head from ``seed``: a kept model that a
+        fine-tuning phase changed starts the next fold as a new one would."""
+        if self.initial_weights is not None:
+            from harness.backbones import set_base_trainable
+
+            set_base_trainable(self.base, False)
+            self.model.set_weights(self.initial_weights)
+        self.reset_head(seed)
+
+
+@dataclass
+class TopPart:
+    """A kept model's top part for one fine-tuning cut, and its compile (see ``_compile_kept``)."""
+
+    split: Any  # harness.boundary.BoundarySplit
+    compiled: tuple | None = None
+    optimizer_start: list | None = None
+
 
 # The split model of the last cached-phase fold in this process. While the base is frozen, folds
 # and trials of one configuration differ only in the head's weights and optimizer state, so the
-# model is built and its train function traced once; each fold resets the head from its seed.
+# model is built and its train function traced once; each fold resets the head from its seed. A
+# fine-tuning phase from the boundary cache trains the model's top part, whose weights each fold
+# restores as built (``FrozenSplit.restore``), so the model is kept there too.
 _kept: FrozenSplit | None = None
 
 
@@ -394,7 +419,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
             base, True, from_layer=ft.from_layer, last=ft.last, train_batchnorm=random_weights(context.weights)
         )
         start = first_trainable_layer(base, ft.from_layer, ft.last)
-        boundary = _boundary_phase(cache, unaugmented, base, start, dataset, image_size, train, fit_idx)
+        boundary = _boundary_phase(cache, split, unaugmented, base, start, dataset, image_size, train, fit_idx)
         fine_tune_epochs = {"initial_epoch": epochs_run, "epochs": epochs_run + ft.epochs}
         if boundary is None:
             # Recompiling makes the new trainable set take effect; the phase goes on from where phase one stopped.
@@ -402,7 +427,6 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
             history = fit_end_to_end(**fine_tune_epochs)
         else:
             top, top_inputs, top_views = boundary
-            compile_model(top, train.optimizer, ft.learning_rate, smoothing, jit_compile=train.jit_compile)
             history = fit_phase(top, top, top_inputs, top_views or [top_inputs(fit_idx)], **fine_tune_epochs)
         epochs_run += len(history.epoch)
     fit_seconds = time.perf_counter() - started
@@ -450,20 +474,22 @@ def _model_for_fold(spec, context, train, seed, cache) -> tuple[Any, Any, Frozen
     """``(model, base, split)`` with the head starting from ``seed``; split is set when the first
     phase trains the head on cached features.
 
-    Without fine-tuning nothing but the head changes, so the model of the last such fold is kept
-    and reused while the configuration's model is the same (only optimizer settings differ). The
-    head's start depends on the seed alone, whether the model is new or kept.
+    The model of the last such fold is kept and reused while the configuration's model is the
+    same (only optimizer settings differ): without fine-tuning only the head changes, and with it
+    each fold restores the weights as built. The head's start depends on the seed alone, whether
+    the model is new or kept.
     """
     global _kept
     keras = _keras()
-    cached = _cached_phase_possible(cache, train)
-    keep = cached and train.fine_tune is None
+    keep = cached = _cached_phase_possible(cache, train)
     key = _model_key(spec, context, train) if keep else ""
     if keep and _kept is not None and _kept.key == key:
         session = keras.backend.get_uid("harness_kept_model")
         if session == _kept.session + 1:  # no clear_session() since: the kept model is whole
             _kept.session = session
-            _kept.reset_head(seed)
+            if train.fine_tune is not None and _kept.initial_weights is None:
+                _kept.initial_weights = _built_weights(_kept)
+            _kept.restore(seed)
             return _kept.model, _kept.base, _kept
     forget_kept_model()
     # A kept model must not depend on which fold built it; its head is reset per fold anyway.
@@ -475,11 +501,18 @@ def _model_for_fold(spec, context, train, seed, cache) -> tuple[Any, Any, Frozen
         return model, base, None
     extractor, head = parts
     split = FrozenSplit(key, model, base, extractor, head, backbone_key(extractor, context.image_size))
+    if train.fine_tune is not None:
+        split.initial_weights = _built_weights(split)
     split.reset_head(seed)
     if keep:
         _kept = split
         _kept.session = keras.backend.get_uid("harness_kept_model")
     return model, base, split
+
+
+def _built_weights(split: FrozenSplit) -> list:
+    """The weights of a split model as built (kept before any fold changes them)."""
+    return [np.array(w) for w in split.model.get_weights()]
 
 
 def forget_kept_model() -> None:
@@ -492,20 +525,26 @@ def forget_kept_model() -> None:
 def _compile_head(split: FrozenSplit, train: TrainConfig) -> None:
     """Compile the head once per optimizer setting; later folds restore the optimizer's initial
     state instead, which keeps the traced train function."""
-    head = split.head
+    if _compile_kept(split, split.head, train, train.learning_rate, steps_per_execution=head_steps_per_execution()):
+        split.loops = None
+
+
+def _compile_kept(holder, model, train: TrainConfig, learning_rate: float, **kwargs) -> bool:
+    """Compile a kept ``model`` once per optimizer setting (remembered on ``holder``, with the
+    optimizer's initial state); later folds restore that state instead, which keeps the traced
+    train function. Sets the learning rate; returns whether it compiled."""
     setting = (train.optimizer, train.label_smoothing, train.jit_compile)
-    if split.compiled != setting:
-        compile_model(
-            head, train.optimizer, train.learning_rate, train.label_smoothing, jit_compile=train.jit_compile,
-            steps_per_execution=head_steps_per_execution(),
-        )
-        head.optimizer.build(head.trainable_variables)
-        split.optimizer_start = [np.array(v) for v in head.optimizer.variables]
-        split.compiled, split.loops = setting, None
+    compiled = holder.compiled != setting
+    if compiled:
+        compile_model(model, train.optimizer, learning_rate, train.label_smoothing, jit_compile=train.jit_compile, **kwargs)
+        model.optimizer.build(model.trainable_variables)
+        holder.optimizer_start = [np.array(v) for v in model.optimizer.variables]
+        holder.compiled = setting
     else:
-        for variable, start in zip(head.optimizer.variables, split.optimizer_start):
+        for variable, start in zip(model.optimizer.variables, holder.optimizer_start):
             variable.assign(start)
-    head.optimizer.learning_rate = train.learning_rate
+    model.optimizer.learning_rate = learning_rate
+    return compiled
 
 
 def _head_predict(head, inputs, batch_size: int) -> np.ndarray:
@@ -586,9 +625,11 @@ def _cached_features(cache, split, spec, dataset, image_size, train, fit_idx):
     return inputs, views
 
 
-def _boundary_phase(cache, model, base, start, dataset, image_size, train, fit_idx):
+def _boundary_phase(cache, kept: FrozenSplit | None, model, base, start, dataset, image_size, train, fit_idx):
     """``(top, inputs(index), views | None)`` to fine-tune ``model``'s top part on the boundary
-    cache (see ``harness.boundary``), or None (logging why) when the phase runs end to end.
+    cache (see ``harness.boundary``), compiled for the phase, or None (logging why) when the phase
+    runs end to end. ``kept``: the split model when the model is kept between folds, which keeps
+    its top parts (and their traced train functions) too.
 
     ``inputs(index)`` gives the top's inputs (un-augmented boundary rows [+ one-hot extras]); with
     augmentation, ``views`` holds the training rows' inputs for each precomputed view, served by
@@ -605,9 +646,15 @@ def _boundary_phase(cache, model, base, start, dataset, image_size, train, fit_i
         return say_end_to_end("freeze_base = false: phase one trains the frozen part, so it differs per fold")
     if augmenting and train.views == 0:
         return say_end_to_end("augmentation without precomputed views (views = 0)")
-    split = split_at_boundary(model, base, start, image_size)
-    if isinstance(split, str):
-        return say_end_to_end(split)
+    top_part = None if kept is None else kept.tops.get(start)
+    if top_part is None:
+        split = split_at_boundary(model, base, start, image_size)
+        if isinstance(split, str):
+            return say_end_to_end(split)
+        top_part = TopPart(split)
+        if kept is not None:
+            kept.tops[start] = top_part
+    split = top_part.split
     boundary_cache = cache.boundary
     images = dataset.images(image_size)
     ids = cache.ids(images)
@@ -624,6 +671,7 @@ def _boundary_phase(cache, model, base, start, dataset, image_size, train, fit_i
         )
     batch_size = max(train.batch_size, 64)
     boundary = boundary_cache.rows(split, images, ids, batch_size=batch_size, predict=forward_pass)
+    _compile_kept(top_part, split.top, train, train.fine_tune.learning_rate)
     extras = [dataset.one_hot(t.name.split(":")[0]) for t in split.top.inputs[1:]]
 
     def inputs(index):

@@ -159,10 +159,13 @@ def test_fine_tuning_from_the_boundary_cache_gives_the_end_to_end_predictions(
     [listing] = (tmp_path / "cached" / "boundary").glob("*/0/*.json")
     rows = np.load(listing.with_suffix(".npy"), mmap_mode="r", allow_pickle=False)
     assert rows.shape[0] == len(json.loads(listing.read_text())) == len(dataset.labels)
-    # another fold (another seed) reuses them
+    # another fold (another seed) reuses them, and the model kept between folds starts each fold as built
     computed = cache.boundary.computed
-    fit(dataset, spec, train, cache, seed=4)
+    other = fit(dataset, spec, train, cache, seed=4)
     assert cache.boundary.computed == computed
+    assert not np.allclose(other.probabilities, cached.probabilities, atol=1e-4)
+    again = fit(dataset, spec, train, cache)
+    np.testing.assert_allclose(again.probabilities, cached.probabilities, atol=1e-6)
 
 
 def test_a_cut_inside_a_residual_block_moves_down_to_the_blocks_input():
