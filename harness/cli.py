@@ -304,7 +304,7 @@ def _report(args: argparse.Namespace, plugins, err: Console) -> int:
     import json
 
     from harness.html_report import write_html_report
-    from harness.search import RUN_FILE
+    from harness.storage import RUN_FILE
 
     results_dir = args.results_dir
     run_file = results_dir / RUN_FILE

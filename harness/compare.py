@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 from harness.leaderboard import build_leaderboard
-from harness.search import RUN_FILE, folds_grouped
+from harness.storage import RUN_FILE, folds_grouped
 
 
 @dataclass

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from harness import images
-from harness.audit import find_leakage
+from harness.leakage import find_leakage
 from harness.config import CVConfig, DatasetConfig
 from harness.errors import HarnessError
+from harness.paths import default_cache_dir
 from harness.plugins import Plugins
 from harness.specs import DatasetContext, Samples
 
@@ -91,8 +92,6 @@ class Dataset:
 
 
 def images_cache_dir() -> Path:
-    from harness.runner import default_cache_dir
-
     return default_cache_dir()
 
 

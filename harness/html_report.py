@@ -23,7 +23,7 @@ from harness import __version__
 from harness.evidence import OutOfFold, calibration, confidently_wrong, confusion, most_confused, out_of_fold, per_class, top_k
 from harness.leaderboard import build_leaderboard, notes, table_cells
 from harness.records import RECORDS_FILE, read_records
-from harness.search import RUN_FILE, folds_grouped
+from harness.storage import RUN_FILE, folds_grouped
 
 REPORT_FILE = "report.html"
 #: ``thumbnails(rows) -> uint8 images`` for dataset rows (positions in folds.csv), or None.

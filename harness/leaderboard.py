@@ -14,7 +14,7 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 from harness.records import RECORDS_FILE, load_records, skipped_lines_note
-from harness.search import RUN_FILE
+from harness.storage import RUN_FILE
 from harness.stats import corrected_interval, corrected_paired_test
 
 CSV_FILE = "leaderboard.csv"

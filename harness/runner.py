@@ -23,6 +23,7 @@ from harness.features import FeatureCache
 from harness.folds import FOLDS_FILE, make_folds, save_or_check_folds
 from harness.leaderboard import build_leaderboard, print_leaderboard, write_leaderboard
 from harness.memory import MemoryGuard
+from harness.paths import CACHE_ENV, DATA_ROOT_ENV, default_cache_dir, default_data_root  # noqa: F401
 from harness.plugins import Plugins
 from harness.errors import HarnessError, file_system_error
 from harness.records import RECORDS_FILE
@@ -33,18 +34,8 @@ from harness.search import (
 from harness.storage import ResultStore, describe_storage, import_results_folder, is_shared, write_results_folder
 from harness.specs import DatasetContext
 
-DATA_ROOT_ENV = "HARNESS_DATA_ROOT"
 #: prctl's option that sends a signal to this process when its parent dies (Linux).
 PR_SET_PDEATHSIG = 1
-CACHE_ENV = "HARNESS_CACHE"
-
-
-def default_data_root() -> Path:
-    return Path(os.environ.get(DATA_ROOT_ENV, "."))
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "harness"))
 
 
 def prepare(study: Study, plugins: Plugins, data_root: Path, console: Console) -> tuple[Dataset, list[str]]:
@@ -191,6 +182,13 @@ def run_study(
 def _run_study(
     study, plugins, results_root, data_root, console, workers, worker_command, restartable
 ) -> pd.DataFrame:
+    results_dir = Path(results_root) / study.name
+    torn = 0 if is_shared(study.search.storage) else repair_journal(results_dir)  # this run holds the folder
+    if torn:
+        console.print(
+            f"[yellow]warning:[/] {results_dir / JOURNAL_FILE}: dropped a torn last entry ({torn} bytes) "
+            "left by a crash or a full disk"
+        )
     run, storage, store = _start(study, plugins, results_root, data_root, console)
     (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
     write_run_file(run, plugins, store=store)
@@ -200,12 +198,6 @@ def _run_study(
         f"{len(study.candidates)} candidate(s) × {study.search.trials} trial(s) × "
         f"{study.cv.folds * study.cv.repeats} fold(s); results in {run.results_dir}"
     )
-    torn = repair_journal(run.results_dir)
-    if torn:
-        console.print(
-            f"[yellow]warning:[/] {run.results_dir / JOURNAL_FILE}: dropped a torn last entry ({torn} bytes) "
-            "left by a crash or a full disk"
-        )
     try:
         if study.search.engine == "keras_tuner":
             console.print(start_backend())

@@ -32,10 +32,10 @@ from harness.plugins import Plugins
 from harness.records import FoldRecord, write_predictions
 from harness.features import FeatureCache
 from harness import storage as store_module
-from harness.storage import JOURNAL_FILE, RUN_FILE, SQLITE_FILE, ResultStore, mirror_record
+from harness.storage import JOURNAL_FILE, RUN_FILE, SQLITE_FILE, ResultStore, folds_grouped, mirror_record
 from harness.train import fit_fold
 
-__all__ = ["JOURNAL_FILE", "RUN_FILE", "SQLITE_FILE"]
+__all__ = ["JOURNAL_FILE", "RUN_FILE", "SQLITE_FILE", "folds_grouped"]
 #: Set by a first Ctrl-C or SIGTERM (see harness.cli): the run stops at the next epoch end, keeping
 #: finished folds.
 STOP_REQUESTED = threading.Event()
@@ -250,14 +250,6 @@ LOCAL_RUN_KEYS = ("data_root", "storage")
 
 def local_run_settings(run: RunInfo) -> dict[str, Any]:
     return {"data_root": str(run.data_root) if run.data_root else None, "storage": run.study.search.storage or None}
-
-
-def folds_grouped(info: dict, folds) -> bool:
-    """Whether a run's folds kept groups together: from its run file, or for runs written before
-    it said so, whether any image's group differs from its id."""
-    if "grouped" in info:
-        return bool(info["grouped"])
-    return bool((folds["group"] != folds["id"]).any())
 
 
 class _Progress:

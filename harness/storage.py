@@ -196,6 +196,14 @@ def _open_journal(path: Path, in_results_folder: bool, heartbeat_interval, grace
     return journal
 
 
+def folds_grouped(info: dict, folds) -> bool:
+    """Whether a run's folds kept groups together: from its run file, or for runs written before
+    it said so, whether any image's group differs from its id."""
+    if "grouped" in info:
+        return bool(info["grouped"])
+    return bool((folds["group"] != folds["id"]).any())
+
+
 def record_key(config: str, repeat: int, fold: int) -> str:
     return f"{config}/r{repeat}/f{fold}"
 

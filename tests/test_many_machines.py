@@ -176,3 +176,42 @@ def test_a_wrong_password_or_an_unreachable_database_is_one_line(tmp_path, capsy
 def test_a_worker_needs_a_shared_storage(tmp_path, capsys):
     assert main(["worker", str(_study(tmp_path)), "--results", str(tmp_path / "r")]) == 2
     assert "joins a shared storage" in capsys.readouterr().err
+
+
+@pytest.mark.run_machinery
+def test_a_run_killed_on_postgres_resumes_to_the_leaderboard_of_a_clean_run(tmp_path, postgres):
+    """The Reliability guarantees on a database: kill -9 mid-run, the same command resumes, no fold
+    lost or doubled, and the leaderboard is the one an uninterrupted run (on the journal) gives."""
+    url = postgres()
+    study = tmp_path / "kill.toml"
+    beats = f'[search]\nstorage = "{url}"\nheartbeat_seconds = 1\ngrace_seconds = 3'
+    study.write_text(tiny_study_text(name="kill", trials=3).replace("[search]", beats))
+    results = tmp_path / "r"
+    command = [sys.executable, "-m", "harness", "run", str(study), "--results", str(results)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records_path = results / "kill" / "records.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if records_path.exists() and records_path.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.kill()
+    proc.wait()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    loaded = load_study(study, get_plugins())
+    sid = search_id(loaded, loaded.candidates[0])
+    records = ResultStore(open_storage(url, tmp_path), "kill").records([sid])
+    assert sorted(Counter(r.config_id for r in records).values()) == [2, 2, 2]
+    assert max(Counter(r.key for r in records).values()) == 1
+
+    clean = tmp_path / "clean.toml"
+    clean.write_text(tiny_study_text(name="kill", trials=3))
+    assert main(["run", str(clean), "--results", str(tmp_path / "clean")]) == 0
+    drop = ["fit_seconds", "best_trial"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(results / "kill" / "leaderboard.csv").drop(columns=drop),
+        pd.read_csv(tmp_path / "clean" / "kill" / "leaderboard.csv").drop(columns=drop),
+    )
