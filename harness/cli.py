@@ -153,13 +153,39 @@ def main(argv: list[str] | None = None) -> int:
 
         err.print("[yellow]interrupted.[/] Finished folds are saved; run the same command again to resume.")
         return 128 + stop_signal()  # 130 for Ctrl-C, 143 for SIGTERM
-    except Exception:
+    except Exception as exc:
+        fault = _storage_fault(exc)
+        if fault:
+            err.print(f"[bold red]error:[/] {escape(fault)}", soft_wrap=True)
+            return EXIT_USER
         err.print_exception()
         err.print("[bold red]internal error[/] (a bug in harness or a plugin; please report it with the traceback above)")
         return EXIT_INTERNAL
     finally:
         for signum, previous in previous_handlers.items():
             signal.signal(signum, previous)
+
+
+def _storage_fault(exc: Exception) -> str | None:
+    """One line for a study's database that went away mid-run, or None for any other error."""
+    import sys as _sys
+
+    if "optuna" not in _sys.modules:
+        return None
+    from harness.storage import is_storage_fault
+
+    # Optuna wraps SQLAlchemy's error, or fails on its own while handling it: look down the chain.
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    faults = [e for e in chain if is_storage_fault(e)]
+    if not faults:
+        return None
+    with_reason = [e for e in faults if getattr(e, "orig", None) is not None]
+    reason = str(with_reason[0].orig if with_reason else faults[0]).strip().splitlines()[0]
+    return (f"lost the study's storage mid-run ({reason}). Finished folds are kept in it: when the database "
+            "server is back, run the same command again to resume.")
 
 
 def _stop_gracefully_on_signals(err: Console) -> dict:

@@ -132,6 +132,22 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._on_stale
 
 
+class QuietHeartbeatRDBStorage(RDBStorage):
+    """A database storage whose heartbeat thread never dies with a traceback: when the server goes
+    away, the run's own next write reports it, in one line."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception:  # noqa: BLE001  the main thread meets the same fault and says so
+            pass
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """Whether an error comes from the storage's database (gone, unreachable, refusing)."""
+    return isinstance(exc, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
+
+
 def open_storage(
     url: str | None, results_dir: Path, heartbeat_interval: int = 10, grace_period: int = 60,
     on_stale: StaleCallback | None = None,
@@ -158,7 +174,7 @@ def open_storage(
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return RDBStorage(
+                    return QuietHeartbeatRDBStorage(
                         full, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period, heartbeat_stale_trial_callback=on_stale,
                     )

@@ -82,10 +82,19 @@ def postgres_server():
             connection.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/{name}"
 
+    def stop_server() -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+
     new_database.port = port  # type: ignore[attr-defined]
+    new_database.stop = stop_server  # type: ignore[attr-defined]
     try:
         yield new_database
     finally:
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
-            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        stop_server()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop(new_database) -> None:
+    """Stop the server of a ``postgres_server()`` at once, as a crash would."""
+    new_database.stop()

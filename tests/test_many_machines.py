@@ -215,3 +215,25 @@ def test_a_run_killed_on_postgres_resumes_to_the_leaderboard_of_a_clean_run(tmp_
         pd.read_csv(results / "kill" / "leaderboard.csv").drop(columns=drop),
         pd.read_csv(tmp_path / "clean" / "kill" / "leaderboard.csv").drop(columns=drop),
     )
+
+
+@pytest.mark.run_machinery
+def test_a_database_that_goes_away_mid_run_is_one_line(tmp_path):
+    import postgres_server
+
+    why = postgres_server.missing()
+    if why:
+        pytest.skip(why)
+    with postgres_server.postgres_server() as new_database:
+        url = new_database()
+        proc = _machine(_study(tmp_path), url, tmp_path / "m")
+        records = tmp_path / "m" / "results" / "many" / "records.jsonl"
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not records.exists():
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        postgres_server.stop(new_database)  # the server goes away while a trial runs
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    assert "lost the study's storage mid-run" in err and "run the same command again" in err
+    assert "Traceback" not in err and postgres_server.PASSWORD not in err
