@@ -30,6 +30,14 @@ head fits (for reference): what Keras's ``fit`` alone costs for the heads' train
     size) on stand-in features. With TensorFlow the harness trains heads in its own traced loop
     (harness/tf_loops.py) instead, which is why it can beat floor + head fits.
 
+--fine-tune LAST adds a second phase to every fit on both sides: the base's last LAST layers
+    unfrozen (the harness's freezing rule on both sides: BatchNormalization of a pretrained base
+    stays frozen), ``--fine-tune-epochs`` more epochs at ``--fine-tune-lr``. The harness trains them
+    from its boundary cache (harness/boundary.py); the studies' way recompiles and goes on with
+    ``model.fit``. Its floor is then a cold decode + one pass of the bottom (image → the tensor at
+    the cut) + the top part's own training (Keras's ``fit`` of the top, compiled once, for
+    ``--fine-tune-epochs`` per fold record on those tensors); target 1 becomes
+    0.5 × folds × trials × fine-tuning epochs.
 No network here: keras.applications' ImageNet weights cannot be downloaded, so their sides use
 random weights (weights = "none"). Not a test: run it by hand, e.g.
 
@@ -37,6 +45,10 @@ random weights (weights = "none"). Not a test: run it by hand, e.g.
     python benchmarks/study_benchmark.py --classes 0 --split ""   # all 2,385 images (slow on a CPU)
     python benchmarks/study_benchmark.py --model resnet50 --size 224 --skip-studies-way  # harness vs floor
     python benchmarks/study_benchmark.py --model efficientnet_lite0 --weights imagenet  # real features
+    python benchmarks/study_benchmark.py --model efficientnet_lite0 --weights imagenet --fine-tune 3 \
+        --classes 8 --folds 3 --trials 2 --epochs 2 --fine-tune-epochs 2   # the sports study's recipe
+    python benchmarks/study_benchmark.py --model vgg16 --size 64 --fine-tune 4 --classes 4 --folds 3 \
+        --trials 2 --epochs 2 --fine-tune-epochs 2                         # VGG16's last block
 """
 
 from __future__ import annotations
@@ -86,6 +98,7 @@ space.learning_rate = {{ low = 3e-4, high = 3e-3, log = true }}
 model = "{model}"
 head = [256]
 dropout = 0.0
+pooling = "avg"  # the studies' way's GlobalAveragePooling (VGG16's default here is Flatten)
 """
 
 FINE_TUNE = """
@@ -239,7 +252,7 @@ def floor(paths: list[str], model_name: str, classes: int, size: int, cache: Pat
     store.close()
     decode = time.perf_counter() - start
     spec = get_plugins().models.get(model_name)
-    params = {**spec.params, "head": [256], "dropout": 0.0}
+    params = {**spec.params, "head": [256], "dropout": 0.0, "pooling": "avg"}
     model = spec.build(BuildContext(num_classes=classes, image_size=(size, size), params=params, weights=weights))
     extractor, _ = split_model(model)
     start = time.perf_counter()
@@ -272,7 +285,7 @@ def fine_tune_floor(paths: list[str], folds_csv: Path, records: list[dict], args
     folds = pd.read_csv(folds_csv, keep_default_na=False)
     labels = pd.factorize(folds["label"], sort=True)[0]
     spec = get_plugins().models.get(args.model)
-    params = {**spec.params, "head": [256], "dropout": 0.0}
+    params = {**spec.params, "head": [256], "dropout": 0.0, "pooling": "avg"}
     model = spec.build(BuildContext(num_classes=int(labels.max()) + 1, image_size=size, params=params, weights=args.weights))
     base = find_backbone(model)
     set_base_trainable(base, True, last=args.fine_tune, train_batchnorm=args.weights == "none")
