@@ -101,7 +101,7 @@ def test_augmented_views_are_cached_per_view_and_give_the_same_result_warm(plugi
     np.testing.assert_allclose(warm.probabilities, cold.probabilities, atol=1e-6)
 
 
-def test_fine_tuning_continues_end_to_end_after_a_cached_head_phase(plugins, tmp_path):
+def test_fine_tuning_continues_after_a_cached_head_phase(plugins, tmp_path):
     dataset = _dataset(plugins, tmp_path)
     train = TrainConfig(epochs=1, batch_size=8, weights="none", fine_tune=FineTune(epochs=1, last=3))
     cache = FeatureCache(tmp_path / "cache")
