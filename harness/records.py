@@ -110,6 +110,10 @@ class RecordStore:
         self._refresh()
         return list(self._by_key.values())
 
+    def write_predictions(self, key: tuple[str, str, int, int], rows, labels, probabilities) -> None:
+        """Keep a fold's out-of-fold predictions beside the records file (before its record)."""
+        write_predictions(self.path.parent, key, rows, labels, probabilities)
+
 
 def append_record_line(path: Path, record: FoldRecord) -> None:
     """Append one record to a records file, whole, however many processes append at once."""

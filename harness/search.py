@@ -29,10 +29,10 @@ from harness.evaluate import fold_metrics, learned_nothing
 from harness.folds import fold_indices
 from harness.memory import MemoryGuard, RestartForMemory
 from harness.plugins import Plugins
-from harness.records import FoldRecord, write_predictions
+from harness.records import FoldRecord
 from harness.features import FeatureCache
 from harness import storage as store_module
-from harness.storage import JOURNAL_FILE, RUN_FILE, SQLITE_FILE, ResultStore, folds_grouped, mirror_record
+from harness.storage import JOURNAL_FILE, RUN_FILE, SQLITE_FILE, ResultStore, folds_grouped
 from harness.train import fit_fold
 
 __all__ = ["JOURNAL_FILE", "RUN_FILE", "SQLITE_FILE", "folds_grouped"]
@@ -297,7 +297,7 @@ def run_search(
     study = run.study
     console = console or Console(stderr=True)
     storage = storage or open_storage(study, run.results_dir)
-    records = ResultStore(storage, study.name)
+    records = ResultStore(storage, study.name, mirror_dir=run.results_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _keep_reported_failures_out_of_optunas_log()
     splits = [(r, f) for r in range(study.cv.repeats) for f in range(study.cv.folds)]
@@ -595,8 +595,7 @@ def fold_record(
             run, records, spec, candidate, params, train, sampled, sid, cid, number, repeat, fold, extra_metrics,
             progress,
         )
-        if records.append(record):
-            mirror_record(run.results_dir, record)
+        records.append(record)
         plugins.hook.on_fold_end(run=run, record=record)
     return record
 
@@ -624,7 +623,6 @@ def _run_fold(run, records, spec, candidate, params, train, sampled, sid, cid, n
         warnings=[f"learned nothing: {dead}"] if dead else [], history=result.history,
     )
     records.write_predictions(record.key, val_idx, dataset.labels[val_idx], result.probabilities)
-    write_predictions(run.results_dir, record.key, val_idx, dataset.labels[val_idx], result.probabilities)
     return record
 
 

@@ -235,9 +235,11 @@ class ResultStore:
     """Fold records, out-of-fold predictions, folds and run description of one study, kept in its
     storage; the same interface whichever storage it is."""
 
-    def __init__(self, storage: BaseStorage, study_name: str):
+    def __init__(self, storage: BaseStorage, study_name: str, mirror_dir: Path | None = None):
         self.storage = storage
         self.study_name = study_name
+        #: A results folder that shows each record and its predictions as soon as they are stored.
+        self.mirror_dir = Path(mirror_dir) if mirror_dir is not None else None
         self._ids: dict[str, int] = {}
         self._records: dict[str, dict[str, FoldRecord]] = {}
 
@@ -281,6 +283,8 @@ class ResultStore:
         key = record_key(record.config_id, record.repeat, record.fold)
         self.storage.set_study_user_attr(study_id, RECORD_PREFIX + key, asdict(record))
         self._records.setdefault(record.search_id, {})[key] = record
+        if self.mirror_dir is not None:
+            append_record_line(self.mirror_dir / RECORDS_FILE, record)
         return True
 
     def records(self, search_ids: list[str]) -> list[FoldRecord]:
@@ -298,6 +302,8 @@ class ResultStore:
                             probabilities=np.asarray(probabilities, dtype="float32"))
         encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
         self.storage.set_study_system_attr(study_id, PREDICTIONS_PREFIX + record_key(config, repeat, fold), encoded)
+        if self.mirror_dir is not None:
+            write_predictions(self.mirror_dir, key, rows, labels, probabilities)
 
     def predictions(self, search_id: str) -> dict[str, dict[str, np.ndarray]]:
         """Every stored fold's predictions of one search, by record key; never unpickles."""
@@ -437,12 +443,6 @@ def write_results_folder(store: ResultStore, results_dir: Path, local: dict[str,
             if not predictions_path(results_dir, full_key).exists():
                 write_predictions(results_dir, full_key, arrays["rows"], arrays["labels"], arrays["probabilities"])
     return True
-
-
-def mirror_record(results_dir: Path, record: FoldRecord) -> None:
-    """Show a stored record in the results folder at once (the whole folder is rewritten from the
-    storage when the run ends)."""
-    append_record_line(Path(results_dir) / RECORDS_FILE, record)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

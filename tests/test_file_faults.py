@@ -154,25 +154,34 @@ def test_permission_denied_and_a_full_disk_say_what_to_do():
     assert "Free some space on that disk" in full
 
 
-def test_damaged_record_lines_are_counted_and_named_and_their_folds_trained_again(tiny_study, tmp_path, capsys):
+def test_damaged_record_lines_are_named_and_repaired_from_the_storage(tiny_study, tmp_path, capsys):
+    import shutil
+
     from harness.records import load_records
 
     results = tmp_path / "r"
     assert main(["run", str(tiny_study), "--results", str(results), "--trials", "1"]) == 0
     path = results / "tiny" / "records.jsonl"
+    intact = read_records(path)
     lines = path.read_bytes().split(b"\n")
-    lines[1] = b"\xff\xfe not utf-8 " + lines[1][:40]  # a damaged record: its fold is lost
+    lines[1] = b"\xff\xfe not utf-8 " + lines[1][:40]  # a damaged record
     path.write_bytes(b"\n".join(lines[:2] + [b'{"torn": ', *lines[2:]]))
     records, skipped = load_records(path)
     assert len(records) == 1 and skipped == [2, 3]
+    # A copy of the folder without its storage: the reader names the damaged lines.
+    copy = tmp_path / "copy"
+    shutil.copytree(results / "tiny", copy, ignore=shutil.ignore_patterns("optuna.journal"))
     capsys.readouterr()
-    assert main(["leaderboard", str(results / "tiny")]) == 0
+    assert main(["leaderboard", str(copy)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "skipped 2 unreadable line(s) (line 2, 3)" in out and str(path) in out
+    assert "skipped 2 unreadable line(s) (line 2, 3)" in out and str(copy / "records.jsonl") in out
+    # The folder itself is a view of its storage: rewritten whole, nothing lost, nothing retrained.
+    assert main(["leaderboard", str(results / "tiny")]) == 0
+    assert "skipped" not in capsys.readouterr().out
+    assert sorted((r.key, r.finished_at) for r in read_records(path)) == sorted((r.key, r.finished_at) for r in intact)
     assert main(["run", str(tiny_study), "--results", str(results), "--trials", "1"]) == 0
-    err = " ".join(capsys.readouterr().err.split())
-    assert "skipped 2 unreadable line(s)" in err
-    assert len(read_records(path)) == 2  # the lost fold trained again, nothing doubled
+    assert "trial 1" not in capsys.readouterr().err
+    assert len(read_records(path)) == 2
 
 
 def test_a_torn_journal_entry_is_dropped_before_resuming(tiny_study, tmp_path, capsys):
