@@ -31,6 +31,7 @@ from harness.storage import RUN_STUDY_PREFIX, ResultStore, open_storage  # noqa:
 
 
 def search_throughput(url: str, workers: int, trials: int, folder: Path) -> dict[str, float]:
+    folder.mkdir(parents=True, exist_ok=True)
     study = folder / "bench.toml"
     study.write_text(tiny_study_text(name="bench", trials=trials))
     started = time.perf_counter()
@@ -49,7 +50,8 @@ def search_throughput(url: str, workers: int, trials: int, folder: Path) -> dict
     wall = time.perf_counter() - started
     storage = optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg://"))
     name = next(n for n in optuna.get_all_study_names(storage) if not n.startswith(RUN_STUDY_PREFIX))
-    done = [t for t in optuna.load_study(study_name=name, storage=storage).trials if t.datetime_complete]
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    done = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     first = min(t.datetime_start for t in done)
     last = max(t.datetime_complete for t in done)
     searching = (last - first).total_seconds()

@@ -22,15 +22,17 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.features import augment_view, backbone_key, save_rows
+from harness.config import parse_budget  # noqa: F401  (re-exported for the budget's users)
+from harness.errors import HarnessError
+from harness.features import FeatureCache, augment_view, backbone_key, save_rows
 
 log = logging.getLogger("harness.boundary")
 
@@ -44,29 +46,18 @@ MIN_FROZEN_SHARE = 0.1
 #: Images passed through the bottom and written per file.
 CHUNK_ROWS = 256
 
-_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def parse_budget(text: str, free_bytes: int) -> int:
-    """Bytes from a budget: "N%" of ``free_bytes``, or a size with an optional K/M/G/T suffix."""
-    text = text.strip().upper().removesuffix("B")
-    share = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
-    if share:
-        return int(free_bytes * float(share.group(1)) / 100)
-    size = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?", text)
-    if size is None:
-        raise ValueError(f"{BUDGET_ENV}={text!r}: expected a share of free disk such as '50%' or a size such as '20G'")
-    return int(float(size.group(1)) * _SIZE_UNITS[size.group(2)])
-
-
-def budget_bytes(cache_root: Path) -> int:
-    """The boundary cache's budget for one cut, from ``$HARNESS_BOUNDARY_CACHE_BUDGET`` (default 50 %
-    of the free disk where the cache lives)."""
+def budget_bytes(cache_root: Path, budget: str = DEFAULT_BUDGET) -> int:
+    """The boundary cache's budget for one cut: the study's ``boundary_cache_budget`` (or
+    ``$HARNESS_BOUNDARY_CACHE_BUDGET``), a share of the free disk where the cache lives or a size."""
     cache_root = Path(cache_root)
     probe = cache_root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    return parse_budget(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET), shutil.disk_usage(probe).free)
+    text = os.environ.get(BUDGET_ENV, budget)
+    try:
+        return parse_budget(text, shutil.disk_usage(probe).free)
+    except ValueError as exc:
+        raise HarnessError(f"{BUDGET_ENV}: {exc}") from None
 
 
 def multiply_adds(layer) -> int:
@@ -296,6 +287,16 @@ class BoundaryCache:
 
 
 _said: set[str] = set()
+
+
+_BESIDE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def boundary_cache_for(features: FeatureCache) -> BoundaryCache:
+    """The boundary cache of fine-tuning phases beside a feature cache (one per feature cache)."""
+    if features not in _BESIDE:
+        _BESIDE[features] = BoundaryCache(features.root.parent)
+    return _BESIDE[features]
 
 
 def say_end_to_end(reason: str) -> None:

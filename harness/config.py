@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,11 @@ class TrainConfig:
     augment: Augment | None = None
     #: Train a frozen backbone's head on cached pooled features (see harness.features).
     feature_cache: bool = True
+    #: Fine-tune the trained top part on activations cached at the cut (see harness.boundary).
+    boundary_cache: bool = True
+    #: The most one cut's boundary cache may add: "N%" of the free disk where the cache lives, or a
+    #: size such as "20G" or "500MiB" ($HARNESS_BOUNDARY_CACHE_BUDGET overrides it).
+    boundary_cache_budget: str = "50%"
     #: Augmented views precomputed per training image for the cached phase (0: none).
     views: int = 0
     #: "float32", or "mixed_bfloat16" / "mixed_float16" (the softmax stays float32).
@@ -93,6 +99,21 @@ class TrainConfig:
     @property
     def total_epochs(self) -> int:
         return self.epochs + (self.fine_tune.epochs if self.fine_tune else 0)
+
+
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_budget(text: str, free_bytes: int) -> int:
+    """Bytes from a budget: "N%" of ``free_bytes``, or a size with an optional K/M/G/T suffix."""
+    text = text.strip().upper().removesuffix("B")
+    share = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
+    if share and 0 < float(share.group(1)) <= 100:
+        return int(free_bytes * float(share.group(1)) / 100)
+    size = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?", text)
+    if size is None:
+        raise ValueError(f"{text!r}: expected a share of free disk such as '50%' or a size such as '20G'")
+    return int(float(size.group(1)) * _SIZE_UNITS[size.group(2)])
 
 
 #: Settings a candidate may set to replace the [train] value.
@@ -467,6 +488,16 @@ def _train(c: _Checker, t: dict[str, Any], key: str, base: TrainConfig) -> Train
         train.weights = _weights(c, c.value(t, "weights", key, str), f"{key}.weights", c.path.parent)
     train.freeze_base = c.value(t, "freeze_base", key, bool, base.freeze_base)
     train.feature_cache = c.value(t, "feature_cache", key, bool, base.feature_cache)
+    train.boundary_cache = c.value(t, "boundary_cache", key, bool, base.boundary_cache)
+    train.boundary_cache_budget = c.value(t, "boundary_cache_budget", key, str, base.boundary_cache_budget)
+    try:
+        parse_budget(train.boundary_cache_budget, free_bytes=1)
+    except ValueError:
+        raise c.fail(
+            f"{key}.boundary_cache_budget",
+            f"'{train.boundary_cache_budget}' is neither a share of the free disk such as \"50%\" nor a size such "
+            "as \"20G\" or \"500MiB\".",
+        ) from None
     train.views = c.positive(c.value(t, "views", key, int, base.views), f"{key}.views", 0)
     train.precision = c.choice(c.value(t, "precision", key, str, base.precision), f"{key}.precision", PRECISIONS)
     train.jit_compile = c.value(t, "jit_compile", key, (bool, str), base.jit_compile)

@@ -98,16 +98,6 @@ class FeatureCache:
         self._listed: set[Path] = set()
         self.computed = 0
         self.loaded = 0
-        self._boundary = None
-
-    @property
-    def boundary(self):
-        """The boundary cache of fine-tuning phases (``harness.boundary.BoundaryCache``) beside these features."""
-        if self._boundary is None:
-            from harness.boundary import BoundaryCache
-
-            self._boundary = BoundaryCache(self.root.parent)
-        return self._boundary
 
     def ids(self, images: np.ndarray) -> list[str]:
         """``content_ids(images)``, computed once per array for the life of this cache."""

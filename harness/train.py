@@ -635,13 +635,15 @@ def _boundary_phase(cache, kept: FrozenSplit | None, model, base, start, dataset
     augmentation, ``views`` holds the training rows' inputs for each precomputed view, served by
     epoch as the cached head phase serves its features.
     """
-    from harness.boundary import budget_bytes, say_end_to_end, split_at_boundary
+    from harness.boundary import boundary_cache_for, budget_bytes, say_end_to_end, split_at_boundary
 
     if cache is None:
         return None
     augmenting = train.augment is not None and train.augment.active()
     if not train.feature_cache:
         return say_end_to_end("feature_cache = false")
+    if not train.boundary_cache:
+        return say_end_to_end("boundary_cache = false")
     if not train.freeze_base:
         return say_end_to_end("freeze_base = false: phase one trains the frozen part, so it differs per fold")
     if augmenting and train.views == 0:
@@ -655,14 +657,14 @@ def _boundary_phase(cache, kept: FrozenSplit | None, model, base, start, dataset
         if kept is not None:
             kept.tops[start] = top_part
     split = top_part.split
-    boundary_cache = cache.boundary
+    boundary_cache = boundary_cache_for(cache)
     images = dataset.images(image_size)
     ids = cache.ids(images)
     fit_ids = [ids[i] for i in fit_idx]
     rows = boundary_cache.missing(split.key, ids) + sum(
         boundary_cache.missing(split.key, fit_ids, view) for view in range(1, train.views + 1)
     )
-    budget = budget_bytes(boundary_cache.root)
+    budget = budget_bytes(boundary_cache.root, train.boundary_cache_budget)
     if rows * split.row_bytes > budget:
         return say_end_to_end(
             f"the boundary cache at backbone layer {split.cut} would add {rows * split.row_bytes / 2**20:.0f} MiB "

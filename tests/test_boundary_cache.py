@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from harness.boundary import BUDGET_ENV, crossing_tensors, parse_budget, single_tensor_cut
+from harness.boundary import BUDGET_ENV, boundary_cache_for, crossing_tensors, parse_budget, single_tensor_cut
 from harness.config import DatasetConfig, FineTune, TrainConfig
 from harness.data import load_dataset
 from harness.features import FeatureCache
@@ -120,7 +120,7 @@ def end_to_end_and_cached(dataset, spec, train, tmp_path, monkeypatch, caplog):
     monkeypatch.delenv(BUDGET_ENV)
     cache = FeatureCache(tmp_path / "cached")
     cached = fit(dataset, spec, train, cache)
-    assert cache.boundary.computed == len(dataset.labels)  # the top part trained on the boundary cache
+    assert boundary_cache_for(cache).computed == len(dataset.labels)  # the top part trained on the boundary cache
     return end_to_end, cached, cache
 
 
@@ -160,9 +160,9 @@ def test_fine_tuning_from_the_boundary_cache_gives_the_end_to_end_predictions(
     rows = np.load(listing.with_suffix(".npy"), mmap_mode="r", allow_pickle=False)
     assert rows.shape[0] == len(json.loads(listing.read_text())) == len(dataset.labels)
     # another fold (another seed) reuses them, and the model kept between folds starts each fold as built
-    computed = cache.boundary.computed
+    computed = boundary_cache_for(cache).computed
     other = fit(dataset, spec, train, cache, seed=4)
-    assert cache.boundary.computed == computed
+    assert boundary_cache_for(cache).computed == computed
     assert not np.allclose(other.probabilities, cached.probabilities, atol=1e-4)
     again = fit(dataset, spec, train, cache)
     np.testing.assert_allclose(again.probabilities, cached.probabilities, atol=1e-6)
@@ -186,7 +186,7 @@ def test_over_budget_cut_runs_end_to_end_and_says_why(dataset, tmp_path, monkeyp
         result = fit(dataset, tiny_spec(vgg_like), train, cache)
     assert result.epochs_run == 2
     assert "over its budget of 0 MiB" in caplog.text and "$HARNESS_BOUNDARY_CACHE_BUDGET" in caplog.text
-    assert cache.boundary.computed == 0 and not (tmp_path / "cache" / "boundary").exists()
+    assert boundary_cache_for(cache).computed == 0 and not (tmp_path / "cache" / "boundary").exists()
 
 
 def test_a_cut_too_low_to_gain_runs_end_to_end_and_says_why(dataset, tmp_path, caplog):
@@ -196,7 +196,7 @@ def test_a_cut_too_low_to_gain_runs_end_to_end_and_says_why(dataset, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="harness.boundary"):
         fit(dataset, tiny_spec(vgg_like), train, cache)
     assert "too low to gain" in caplog.text
-    assert cache.boundary.computed == 0
+    assert boundary_cache_for(cache).computed == 0
 
 
 def test_budget_is_a_share_of_free_disk_or_a_size():

@@ -116,3 +116,16 @@ def test_a_fixed_parameter_is_not_tuned(tmp_path):
     study = load_study(_write(tmp_path, text), get_plugins())
     cand = study.candidates[0]
     assert cand.space == {} and cand.train.learning_rate == 0.01
+
+
+def test_a_boundary_cache_budget_that_is_no_size_is_one_line(tmp_path, capsys):
+    text = tiny_study_text().replace("batch_size = 8", 'batch_size = 8\nboundary_cache_budget = "lots"')
+    _fails(tmp_path, capsys, text, "train.boundary_cache_budget", "'lots'", '"20G"')
+    for good in ("25%", "20G", "500MiB", "0"):
+        path = _write(tmp_path, tiny_study_text().replace("batch_size = 8", f'batch_size = 8\nboundary_cache_budget = "{good}"'))
+        assert load_study(path, get_plugins()).train.boundary_cache_budget == good
+
+
+def test_heartbeat_grace_must_outlast_the_beat(tmp_path, capsys):
+    text = tiny_study_text().replace("[search]", "[search]\nheartbeat_seconds = 10\ngrace_seconds = 5")
+    _fails(tmp_path, capsys, text, "search.grace_seconds", "longer than search.heartbeat_seconds")
