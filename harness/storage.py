@@ -178,9 +178,9 @@ def open_storage(
                         full, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period, heartbeat_stale_trial_callback=on_stale,
                     )
-            except sqlalchemy.exc.IntegrityError:
-                # Workers starting together on an empty database race to create Optuna's tables;
-                # the losers find them made a moment later.
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers starting together on an empty database race to create Optuna's tables
+                # ("duplicate key", "relation already exists"); the losers find them made a moment later.
                 if attempt + 1 == TABLE_CREATION_ATTEMPTS:
                     raise
                 time.sleep(0.5 * (attempt + 1))
