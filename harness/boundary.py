@@ -18,7 +18,6 @@ Rows are stored in the study's precision (bfloat16 as float32, which holds it ex
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -32,7 +31,7 @@ import numpy as np
 
 from harness.config import parse_budget  # noqa: F401  (re-exported for the budget's users)
 from harness.errors import HarnessError
-from harness.features import FeatureCache, augment_view, backbone_key, save_rows
+from harness.features import FeatureCache, augment_view, backbone_key, index_listings, save_rows
 
 log = logging.getLogger("harness.boundary")
 
@@ -270,20 +269,10 @@ class BoundaryCache:
     def _index(self, folder: Path) -> dict[str, tuple[str, int]]:
         """Where each stored id's row is (re-reading the folder: other workers add files). A list
         whose rows file is missing or unreadable is skipped: those rows are computed again."""
-        stored = self._stored.setdefault(folder, {})
-        for listing in sorted(folder.glob("*.json")) if folder.exists() else []:
-            if listing in self._listed:
-                continue
-            try:
-                names = json.loads(listing.read_text())
-                rows = self._map(listing.with_suffix(".npy"))
-            except (OSError, ValueError):
-                continue
-            if len(rows) != len(names):
-                continue
-            self._listed.add(listing)
-            stored.update({image_id: (listing.stem, row) for row, image_id in enumerate(names)})
-        return stored
+        return index_listings(
+            folder, self._listed, self._stored.setdefault(folder, {}),
+            usable=lambda listing, names: len(self._map(listing.with_suffix(".npy"))) == len(names),
+        )
 
 
 _said: set[str] = set()

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -148,16 +149,7 @@ class FeatureCache:
 
     def _load(self, folder: Path, key: str, view: int, wanted: set[str]) -> None:
         """Memoise the stored rows of ``wanted`` ids (re-reading the folder: other workers add files)."""
-        stored = self._stored.setdefault(folder, {})
-        for listing in sorted(folder.glob("*.json")) if folder.exists() else []:
-            if listing in self._listed:
-                continue
-            try:
-                names = json.loads(listing.read_text())
-            except (OSError, ValueError):
-                continue  # unreadable: those rows are computed again
-            self._listed.add(listing)
-            stored.update({image_id: (listing.stem, row) for row, image_id in enumerate(names)})
+        stored = index_listings(folder, self._listed, self._stored.setdefault(folder, {}))
         by_file: dict[str, list[str]] = {}
         for image_id in wanted & stored.keys():
             by_file.setdefault(stored[image_id][0], []).append(image_id)
@@ -169,6 +161,25 @@ class FeatureCache:
             except (OSError, ValueError, IndexError):
                 continue
             self.loaded += len(image_ids)
+
+
+def index_listings(folder: Path, listed: set[Path], stored: dict[str, tuple[str, int]],
+                   usable: Callable[[Path, list[str]], bool] | None = None) -> dict[str, tuple[str, int]]:
+    """Add to ``stored`` where each id of the folder's new listings (``*.json`` beside ``*.npy``
+    rows) is: (file stem, row). Re-reads the folder, since other workers add files. A listing that
+    cannot be read, or that ``usable`` rejects, is skipped: its rows are computed again."""
+    for listing in sorted(folder.glob("*.json")) if folder.exists() else []:
+        if listing in listed:
+            continue
+        try:
+            names = json.loads(listing.read_text())
+            if usable is not None and not usable(listing, names):
+                continue
+        except (OSError, ValueError):
+            continue
+        listed.add(listing)
+        stored.update({image_id: (listing.stem, row) for row, image_id in enumerate(names)})
+    return stored
 
 
 def augment_view(make_augmenter, images: np.ndarray, seed: int, batch_size: int) -> np.ndarray:

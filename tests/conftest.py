@@ -49,6 +49,19 @@ def tiny_study_text(name: str = "tiny", trials: int = 2, model: str = "cnn5", ex
     return textwrap.dedent(TINY_STUDY).format(name=name, trials=trials, model=model, extra=extra)
 
 
+def wait_for_records(proc, records_path: Path, lines: int = 1, seconds: float = 240) -> None:
+    """Wait until the records file holds ``lines`` records while ``proc`` runs; fails when the run
+    finished first (too fast to be cut off mid-run)."""
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        if records_path.exists() and records_path.read_text().count("\n") >= lines:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+
+
 @pytest.fixture
 def tiny_study(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"

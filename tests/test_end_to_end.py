@@ -20,7 +20,7 @@ from harness.storage import RUN_STUDY_PREFIX
 from harness.cli import main
 from harness.records import read_records
 
-from conftest import tiny_study_text
+from conftest import tiny_study_text, wait_for_records
 
 
 def _run(study: Path, results: Path, *extra: str) -> int:
@@ -95,12 +95,7 @@ def test_interrupted_run_resumes_without_missing_or_doubled_folds(tmp_path, stop
     command = [sys.executable, "-m", "harness", "run", str(study), "--results", str(results)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if records_path.exists() and records_path.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    wait_for_records(proc, records_path)
     proc.send_signal(stop)
     assert proc.wait(timeout=120) == (130 if stop == signal.SIGINT else -signal.SIGKILL)
     killed = read_records(records_path)

@@ -21,9 +21,9 @@ from harness.config import load_study
 from harness.leaderboard import build_leaderboard
 from harness.plugins import get_plugins
 from harness.search import search_id
-from harness.storage import RUN_STUDY_PREFIX, ResultStore, open_storage
+from harness.storage import ResultStore, open_storage
 
-from conftest import tiny_study_text
+from conftest import tiny_study_text, wait_for_records
 
 TRIALS = 4
 FOLDS = 2
@@ -190,12 +190,7 @@ def test_a_run_killed_on_postgres_resumes_to_the_leaderboard_of_a_clean_run(tmp_
     command = [sys.executable, "-m", "harness", "run", str(study), "--results", str(results)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records_path = results / "kill" / "records.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if records_path.exists() and records_path.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    wait_for_records(proc, records_path)
     proc.kill()
     proc.wait()
     done = subprocess.run(command, capture_output=True, text=True, timeout=400)
