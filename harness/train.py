@@ -66,6 +66,9 @@ class FrozenSplit:
     #: model's top parts for the boundary cache by first trainable layer (see ``_boundary_phase``).
     initial_weights: list | None = None
     tops: dict = field(default_factory=dict)
+    #: The model wrapped in its augmentation layers, by augmentation setting: made once, since each
+    #: wrapping calls the kept model again and adds a node to it (memory that grows per fold).
+    augmented: dict = field(default_factory=dict)
 
     def reset_head(self, seed: int) -> None:
         """Fresh head weights and dropout seeds from ``seed`` (see ``harness.features.reset_head``)."""
@@ -404,7 +407,10 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
             train.batch_size, seed, _callbacks(train, on_epoch, epoch_history(epoch_log, "train")),
         )
         if train.fine_tune is not None:
-            model = _augmented(model, train)
+            setting = repr(train.augment)
+            if setting not in split.augmented:
+                split.augmented[setting] = _augmented(model, train)
+            model = split.augmented[setting]
     else:
         model = _augmented(model, train)
         compile_model(model, train.optimizer, train.learning_rate, smoothing, jit_compile=train.jit_compile)
