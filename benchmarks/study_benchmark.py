@@ -443,6 +443,11 @@ def main() -> None:
             f"at equal accuracy (within 1 point): {'MET' if ratio >= target and gap <= 1 else 'NOT MET'} "
             f"({ratio:.1f}×, {gap:.1f} points)"
         )
+        if args.fine_tune:
+            # No cache removes the trained layers' own passes: (a) / floor bounds any harness.
+            print(f"bound: (a) / floor = {studies_s / floor_s:.1f}× (the most any cache could give here: the top "
+                  f"part's own training is {top_s / floor_s:.0%} of the floor)"
+                  + ("; target 1 is out of reach for this cut" if studies_s / floor_s < target else ""))
         print("after:", environment())
     finally:
         shutil.rmtree(work, ignore_errors=True)
