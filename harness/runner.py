@@ -191,7 +191,8 @@ def _run_study(
         )
     run, storage, store = _start(study, plugins, results_root, data_root, console)
     (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
-    write_run_file(run, plugins, store=store)
+    # keras-tuner keeps its own records in the folder: no run in the storage to rewrite them from.
+    write_run_file(run, plugins, store=store if study.search.engine != "keras_tuner" else None)
     for name, o in study.overrides.items():
         console.print(f"[dim]{name} = {o['value']} (from {o['from']}; saved in {run.results_dir / 'study.toml'})[/]")
     console.print(

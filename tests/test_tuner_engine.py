@@ -46,6 +46,9 @@ def test_bayesian_search_writes_the_leaderboard_optuna_would(tmp_path):
     # a rerun resumes the tuner's state: nothing left to do, every record kept once
     run(study_file(tmp_path, "kt", 'engine = "keras_tuner"\noracle = "bayesian"'), tmp_path)
     assert len(read_records(tmp_path / "r" / "kt" / "records.jsonl")) == 4
+    # its records file is its results: `harness leaderboard` does not rewrite it from the Optuna storage
+    assert main(["leaderboard", str(tmp_path / "r" / "kt")]) == 0
+    assert len(read_records(tmp_path / "r" / "kt" / "records.jsonl")) == 4
 
 
 def test_hyperband_sets_each_trials_epochs(tmp_path):
