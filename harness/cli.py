@@ -168,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _storage_fault(exc: Exception) -> str | None:
     """One line for a study's database that went away mid-run, or None for any other error."""
-    import sys as _sys
-
-    if "optuna" not in _sys.modules:
+    if "optuna" not in sys.modules:
         return None
     from harness.storage import is_storage_fault
 

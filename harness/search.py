@@ -477,8 +477,6 @@ def _replaced(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 def candidate_failures(study: Study, storage) -> dict[str, str]:
     """Candidates without a completed trial in the storage, each with the error of its last failed trial."""
-    if isinstance(storage, str):
-        storage = optuna.storages.get_storage(storage)
     pairs = [(c.name, search_id(study, c)) for c in study.candidates]
     return store_module.candidate_failures(storage, pairs, ERROR)
 
@@ -570,7 +568,7 @@ def _retry_cut_off(optuna_study: optuna.Study, every_running_trial_is_dead: bool
         elif not (trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED)):
             continue
         if trial.number not in retried:
-            optuna_study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+            queue_again(optuna_study, trial)
 
 
 def stop_if_requested() -> None:

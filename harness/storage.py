@@ -199,11 +199,8 @@ def open_storage(
 
 def _open_journal(path: Path, in_results_folder: bool, heartbeat_interval, grace_period, on_stale) -> BaseStorage:
     first_time = not path.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        journal = HeartbeatJournalStorage(path, heartbeat_interval, grace_period, on_stale)
-    except OSError:
-        raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    journal = HeartbeatJournalStorage(path, heartbeat_interval, grace_period, on_stale)
     sqlite_path = path.parent / SQLITE_FILE
     if in_results_folder and first_time and sqlite_path.exists():
         sqlite_url = f"sqlite:///{sqlite_path.resolve()}"
@@ -377,7 +374,8 @@ def describe_fold_difference(stored: pd.DataFrame, mine: pd.DataFrame) -> str:
         parts.append(f"other columns ({', '.join(stored.columns)} stored, {', '.join(mine.columns)} here)")
     elif not parts:
         common = stored.index.intersection(mine.index)
-        changed = [i for i in common if not stored.loc[i].equals(mine.loc[i])]
+        differs = (stored.loc[common] != mine.loc[common]).any(axis=1)
+        changed = list(differs[differs].index)
         if changed:
             parts.append(f"{len(changed)} image(s) with another label, group or fold ({_first(changed)})")
         elif list(stored.index) != list(mine.index):
