@@ -23,7 +23,7 @@ KERAS_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif")
 
 def same_files(source: Path, target: Path) -> list[Path]:
     """Link the files Keras would read (by extension) into a class-per-subfolder tree."""
-    from harness.images import is_ignored
+    from harness.data.images import is_ignored
 
     linked = []
     for file in sorted(source.rglob("*")):
@@ -56,7 +56,7 @@ def keras_epoch(folder: Path, size: int) -> tuple[float, float]:
 
 
 def harness_load(paths: list[str], cache: Path, size: int, workers: int | None) -> tuple[float, float]:
-    from harness.images import ImageStore
+    from harness.data.images import ImageStore
 
     start = _clock()
     store = ImageStore(cache, workers=workers, progress=False)
@@ -101,7 +101,7 @@ def main() -> None:
         parser.error(f"no folder {args.data}; give --data (a class-per-subfolder image folder, e.g. "
                  "../shared/datasets/minerals) or set HARNESS_TEST_DATA to the folder holding minerals/")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from harness.backend import start_backend
+    from harness.core.backend import start_backend
 
     print(start_backend())  # before timing: the backend's start-up is not decoding
 

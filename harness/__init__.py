@@ -3,6 +3,7 @@
 The public API for plugin authors is what this module exports.
 """
 
+from harness.core import compat as _compat
 from harness.errors import HarnessError
 from harness.hookspecs import hookimpl
 from harness.specs import (
@@ -16,6 +17,8 @@ from harness.specs import (
 )
 
 __version__ = "0.1.0"
+
+_compat.install()  # the 0.1 module names (harness.train, harness.records, ...) for a release
 
 __all__ = [
     "REQUIRED",

@@ -15,8 +15,8 @@ import pluggy
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.records import FoldRecord
-    from harness.search import RunInfo, TrialSummary
+    from harness.results.records import FoldRecord
+    from harness.search.engine import RunInfo, TrialSummary
     from harness.specs import DatasetSpec, MetricSpec, ModelSpec
 
 PROJECT = "harness"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from harness.errors import HarnessError, did_you_mean
+from harness.specs import DatasetSpec, MetricSpec, ModelSpec
 
 T = TypeVar("T")
 
@@ -57,3 +58,11 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._specs)
+
+
+class Registries(Protocol):
+    """The named registries a study file is checked against (``harness.plugins.Plugins`` is one)."""
+
+    datasets: Registry[DatasetSpec]
+    models: Registry[ModelSpec]
+    metrics: Registry[MetricSpec]

@@ -14,12 +14,12 @@ from fixtures import image_layouts as layouts
 from fixtures.image_layouts import photo_like
 from PIL import Image
 
-from harness.audit import find_leakage
+from harness.data.audit import find_leakage
 from harness.cli import main
-from harness.config import CVConfig, DatasetConfig
-from harness.data import HASH_COLUMNS, load_dataset
-from harness.folds import make_folds
-from harness.images import perceptual_hash, probe_file
+from harness.config.study import CVConfig, DatasetConfig
+from harness.data.dataset import HASH_COLUMNS, load_dataset
+from harness.data.folds import make_folds
+from harness.data.images import perceptual_hash, probe_file
 from harness.plugins import get_plugins
 from harness.specs import DatasetContext
 

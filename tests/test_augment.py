@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from harness import HarnessError
-from harness.augment import Augment, augmentation_layers, with_augmentation
-from harness.config import load_study
+from harness.toolkit.augment import Augment, augmentation_layers, with_augmentation
+from harness.config.study import load_study
 from harness.plugins import get_plugins
 
 from conftest import tiny_study_text

@@ -28,9 +28,9 @@ def test_core_never_touches_tensorflow_directly():
             if re.search(r"^\s*(import tensorflow|from tensorflow)|\btf\.", line):
                 offenders.append(f"{path.name}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
-    importers = [p.name for p in (ROOT / "harness").glob("*.py") if "harness.tf_loops" in p.read_text()]
+    importers = [p.name for p in (ROOT / "harness").glob("*.py") if "harness.training.loops" in p.read_text()]
     assert importers == ["train.py"]
-    assert re.search(r'backend\(\) != "tensorflow":[\s\S]*return[\s\S]*from harness.tf_loops', (ROOT / "harness" / "train.py").read_text())
+    assert re.search(r'backend\(\) != "tensorflow":[\s\S]*return[\s\S]*from harness.training.loops', (ROOT / "harness" / "train.py").read_text())
 
 
 #: The test modules that train or build models, run again under each other backend: the core is
@@ -90,7 +90,7 @@ def test_model_tests_pass_on(backend, tmp_path):
     assert re.search(r"\d+ passed", done.stdout)
 
 
-# --- starting the backend (harness.backend) ---
+# --- starting the backend (harness.core.backend) ---
 
 NOISE = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -106,7 +106,7 @@ KEPT = (
 
 
 def test_backend_start_up_lines_pass_as_tf_cpp_min_log_level_asks():
-    from harness.backend import passed_on
+    from harness.core.backend import passed_on
 
     lines = (NOISE + KEPT).splitlines(keepends=True)
     assert [line for line in lines if passed_on(line, 2)] == KEPT.splitlines(keepends=True)
@@ -116,7 +116,7 @@ def test_backend_start_up_lines_pass_as_tf_cpp_min_log_level_asks():
 
 
 def test_start_backend_holds_back_what_native_code_writes_to_stderr(monkeypatch, capfd):
-    import harness.backend as backend
+    import harness.core.backend as backend
 
     def describe():
         os.write(2, (NOISE + KEPT).encode())
@@ -130,7 +130,7 @@ def test_start_backend_holds_back_what_native_code_writes_to_stderr(monkeypatch,
 
 
 def test_start_backend_passes_everything_on_when_the_backend_fails(monkeypatch, capfd):
-    import harness.backend as backend
+    import harness.core.backend as backend
 
     def describe():
         os.write(2, NOISE.encode() + b"ImportError detail from native code\n")

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from keras import layers
 
-from harness.boundary import BUDGET_ENV, boundary_cache_for, crossing_tensors, parse_budget, single_tensor_cut
-from harness.config import DatasetConfig, FineTune, TrainConfig
-from harness.data import load_dataset
-from harness.features import FeatureCache
+from harness.training.boundary import BUDGET_ENV, boundary_cache_for, crossing_tensors, parse_budget, single_tensor_cut
+from harness.config.study import DatasetConfig, FineTune, TrainConfig
+from harness.data.dataset import load_dataset
+from harness.training.features import FeatureCache
 from harness.plugins import get_plugins
 from harness.specs import BuildContext, DatasetContext, ModelSpec
-from harness.train import fit_fold
+from harness.training.train import fit_fold
 
 SIZE = (32, 32)
 PARAMS = {"head": [8], "dropout": 0.0, "pooling": "avg"}
@@ -79,7 +79,7 @@ def tiny_application(body, include_top=False, weights=None, input_shape=None):
 
 def tiny_spec(body) -> ModelSpec:
     def build(context: BuildContext):
-        from harness.backbones import build_pretrained
+        from harness.toolkit.backbones import build_pretrained
 
         return build_pretrained(context, partial(tiny_application, body), name=body.__name__, preprocessing="tf")
 
@@ -94,7 +94,7 @@ def layer_index(body, name: str) -> int:
 @pytest.fixture(autouse=True)
 def _every_fallback_logs(monkeypatch):
     """Each test sees its fallback lines, though a process says each reason once."""
-    monkeypatch.setattr("harness.boundary._said", set())
+    monkeypatch.setattr("harness.training.boundary._said", set())
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def fit(dataset, spec, train, cache, seed=3):
 def end_to_end_and_cached(dataset, spec, train, tmp_path, monkeypatch, caplog):
     """The same fold fine-tuned end to end (boundary cache over budget) and from the boundary cache."""
     monkeypatch.setenv(BUDGET_ENV, "0")
-    with caplog.at_level(logging.WARNING, logger="harness.boundary"):
+    with caplog.at_level(logging.WARNING, logger="harness.training.boundary"):
         end_to_end = fit(dataset, spec, train, FeatureCache(tmp_path / "end_to_end"))
     assert "over its budget" in caplog.text
     assert not (tmp_path / "end_to_end" / "boundary").exists()
@@ -182,7 +182,7 @@ def test_over_budget_cut_runs_end_to_end_and_says_why(dataset, tmp_path, monkeyp
     train = TrainConfig(epochs=1, batch_size=8, weights="none", fine_tune=FineTune(epochs=1, last=3))
     monkeypatch.setenv(BUDGET_ENV, "1K")  # 30 rows of 8×8×8 float32 (2 KiB each) do not fit
     cache = FeatureCache(tmp_path / "cache")
-    with caplog.at_level(logging.WARNING, logger="harness.boundary"):
+    with caplog.at_level(logging.WARNING, logger="harness.training.boundary"):
         result = fit(dataset, tiny_spec(vgg_like), train, cache)
     assert result.epochs_run == 2
     assert "over its budget of 0 MiB" in caplog.text and "$HARNESS_BOUNDARY_CACHE_BUDGET" in caplog.text
@@ -193,7 +193,7 @@ def test_a_cut_too_low_to_gain_runs_end_to_end_and_says_why(dataset, tmp_path, c
     # from the first convolution on: nothing but the input below the cut
     train = TrainConfig(epochs=1, batch_size=8, weights="none", fine_tune=FineTune(epochs=1, from_layer=1))
     cache = FeatureCache(tmp_path / "cache")
-    with caplog.at_level(logging.WARNING, logger="harness.boundary"):
+    with caplog.at_level(logging.WARNING, logger="harness.training.boundary"):
         fit(dataset, tiny_spec(vgg_like), train, cache)
     assert "too low to gain" in caplog.text
     assert boundary_cache_for(cache).computed == 0
@@ -210,8 +210,8 @@ def test_budget_is_a_share_of_free_disk_or_a_size():
 
 def test_the_model_kept_between_folds_does_not_grow_with_augmentation(dataset, tmp_path):
     """Wrapping the kept model in augmentation layers each fold would add a node to it per fold."""
-    from harness import train as training
-    from harness.augment import Augment
+    from harness.training import train as training
+    from harness.toolkit.augment import Augment
 
     train = TrainConfig(epochs=1, batch_size=6, weights="none", augment=Augment(flip="horizontal"), views=1,
                         fine_tune=FineTune(epochs=1, learning_rate=1e-3, last=3))

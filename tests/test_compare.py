@@ -7,7 +7,7 @@ import re
 import pytest
 
 from harness.cli import main
-from harness.compare import compare
+from harness.reports.compare import compare
 
 from conftest import tiny_study_text
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.config import load_study
+from harness.config.study import load_study
 from harness.plugins import get_plugins
 
 from conftest import tiny_study_text

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from harness.cli import main
-from harness.config import load_study
+from harness.config.study import load_study
 from harness.plugins import get_plugins
-from harness.records import read_records
+from harness.results.records import read_records
 
 from fixtures.image_layouts import conus_layout
 

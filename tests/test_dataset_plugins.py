@@ -12,10 +12,10 @@ from fixtures import image_layouts as layouts
 from PIL import Image
 
 from harness.cli import main
-from harness.config import CVConfig, DatasetConfig, load_study
-from harness.data import apply_small_class_policy, load_dataset
+from harness.config.study import CVConfig, DatasetConfig, load_study
+from harness.data.dataset import apply_small_class_policy, load_dataset
 from harness.errors import HarnessError
-from harness.folds import make_folds
+from harness.data.folds import make_folds
 from harness.plugins import get_plugins
 from harness.specs import REQUIRED, DatasetContext
 

@@ -15,10 +15,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from harness.storage import RUN_STUDY_PREFIX
+from harness.results.storage import RUN_STUDY_PREFIX
 
 from harness.cli import main
-from harness.records import read_records
+from harness.results.records import read_records
 
 from conftest import tiny_study_text, wait_for_records
 
@@ -123,7 +123,7 @@ def _run_with_failing_folds(tmp_path, trials: int, message: str) -> subprocess.C
     study = tmp_path / "tiny.toml"
     study.write_text(tiny_study_text(trials=trials))
     code = (
-        "import itertools, sys, harness.search as search\n"
+        "import itertools, sys, harness.search.engine as search\n"
         "from harness.errors import HarnessError\n"
         "calls = itertools.count()\n"
         f"def fail(*args, **kwargs):\n    raise HarnessError({message!r}.format(next(calls)))\n"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-from harness.evaluate import fold_metrics, top_k_accuracy
+from harness.evaluation.scores import fold_metrics, top_k_accuracy
 
 
 def test_accuracy_top_k_and_loss():
@@ -36,7 +36,7 @@ def test_probabilities_are_renormalised():
 
 
 def test_leaderboard_leaves_out_top_k_accuracies_that_cannot_tell_models_apart():
-    from harness.leaderboard import metric_names
+    from harness.reports.leaderboard import metric_names
 
     info = {"top_k": [1, 3, 4, 5], "classes": ["a", "b", "c", "d"], "objective": "accuracy"}
     assert metric_names(info) == ["accuracy", "top_1_accuracy", "top_3_accuracy", "loss"]

@@ -11,9 +11,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from harness.cli import main
-from harness.leaderboard import build_leaderboard
-from harness.records import predictions_path, read_predictions, read_records
-from harness.stats import corrected_interval, corrected_paired_test, plain_paired_test
+from harness.reports.leaderboard import build_leaderboard
+from harness.results.records import predictions_path, read_predictions, read_records
+from harness.evaluation.stats import corrected_interval, corrected_paired_test, plain_paired_test
 
 from conftest import tiny_study_text
 

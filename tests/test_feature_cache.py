@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.augment import Augment
-from harness.config import DatasetConfig, EarlyStopping, FineTune, ReduceLR, TrainConfig
-from harness.data import load_dataset
-from harness.features import FeatureCache, backbone_key, split_model
+from harness.toolkit.augment import Augment
+from harness.config.study import DatasetConfig, EarlyStopping, FineTune, ReduceLR, TrainConfig
+from harness.data.dataset import load_dataset
+from harness.training.features import FeatureCache, backbone_key, split_model
 from harness.plugins import get_plugins
 from harness.specs import BuildContext, DatasetContext
-from harness.train import fit_fold
+from harness.training.train import fit_fold
 
 SIZE = (32, 32)
 PARAMS = {"head": [16], "dropout": 0.0, "pooling": "avg"}
@@ -148,7 +148,7 @@ def test_a_kept_model_gives_each_fold_what_a_fresh_build_gives(plugins, tmp_path
     """The split model is built once and kept between folds; a fold's result depends on its seed only."""
     import dataclasses
 
-    from harness.train import forget_kept_model
+    from harness.training.train import forget_kept_model
 
     dataset = _dataset(plugins, tmp_path)
     spec = plugins.models.get("mobilenetv2")
@@ -178,7 +178,7 @@ def test_a_kept_model_gives_each_fold_what_a_fresh_build_gives(plugins, tmp_path
 def test_stored_rows_serve_any_later_list_of_images_and_lost_files_are_recomputed(tmp_path):
     import keras
 
-    from harness.features import content_ids
+    from harness.training.features import content_ids
 
     images = np.random.default_rng(0).integers(0, 255, (8, 4, 4, 3), dtype="uint8")
     ids = content_ids(images)
@@ -204,8 +204,7 @@ def test_with_tensorflow_heads_train_in_one_traced_loop_not_fit(plugins, tmp_pat
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the traced loop exists only under the TensorFlow backend (other backends train heads with "
                     "fit, run by test_backends.py::test_model_tests_pass_on)")
-    from harness import train as training
-
+    from harness.training import train as training
     fits = []
     original = keras.Model.fit
     monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: fits.append(self) or original(self, *a, **k))
@@ -224,7 +223,7 @@ def test_with_tensorflow_heads_train_in_one_traced_loop_not_fit(plugins, tmp_pat
 def test_feature_pass_matches_predict_and_with_tensorflow_is_traced_once_not_predict(monkeypatch):
     import keras
 
-    from harness.train import forward_pass
+    from harness.training.train import forward_pass
 
     images = np.random.default_rng(0).integers(0, 255, (11, 8, 8, 3), dtype="uint8")
     keras.utils.set_random_seed(0)
@@ -240,7 +239,7 @@ def test_feature_pass_matches_predict_and_with_tensorflow_is_traced_once_not_pre
     # float rows too (augmented views are float32 images)
     np.testing.assert_allclose(forward_pass(extractor, images.astype("float32"), 4), expected, rtol=1e-5, atol=1e-7)
     if keras.backend.backend() == "tensorflow":
-        from harness.tf_loops import _forward_passes
+        from harness.training.loops import _forward_passes
 
         assert predicts == []
         assert [f.experimental_get_tracing_count() for f in _forward_passes[extractor].values()] == [1, 1]

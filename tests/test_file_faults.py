@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.records import read_records
+from harness.results.records import read_records
 
 from conftest import tiny_study_text
 
@@ -157,7 +157,7 @@ def test_permission_denied_and_a_full_disk_say_what_to_do():
 def test_damaged_record_lines_are_named_and_repaired_from_the_storage(tiny_study, tmp_path, capsys):
     import shutil
 
-    from harness.records import load_records
+    from harness.results.records import load_records
 
     results = tmp_path / "r"
     assert main(["run", str(tiny_study), "--results", str(results), "--trials", "1"]) == 0

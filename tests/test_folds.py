@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 
 from harness import HarnessError, Samples
-from harness.config import CVConfig
-from harness.data import Dataset, apply_small_class_policy
-from harness.folds import fold_indices, make_folds, save_or_check_folds
+from harness.config.study import CVConfig
+from harness.data.dataset import Dataset, apply_small_class_policy
+from harness.data.folds import fold_indices, make_folds
+from harness.results.layout import save_or_check_folds
 
 
 def _dataset(counts: dict[str, int], views: int = 1) -> Dataset:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from harness import BuildContext, HarnessError
-from harness.backbones import find_backbone, set_base_trainable
-from harness.config import FineTune, TrainConfig
+from harness.toolkit.backbones import find_backbone, set_base_trainable
+from harness.config.study import FineTune, TrainConfig
 from harness.plugins import get_plugins
-from harness.train import compile_model, prepare_model
+from harness.training.train import compile_model, prepare_model
 
 PLUGINS = get_plugins()
 

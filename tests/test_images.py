@@ -12,8 +12,8 @@ import pytest
 from fixtures.image_layouts import ODD_FILES, noise, odd_files, write_image
 from PIL import Image
 
-from harness import images
-from harness.images import ImageStore, decode_file, hash_distances, is_ignored, probe_file
+from harness.data import images
+from harness.data.images import ImageStore, decode_file, hash_distances, is_ignored, probe_file
 
 
 @pytest.fixture

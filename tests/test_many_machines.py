@@ -17,11 +17,11 @@ import pytest
 from optuna.trial import TrialState
 
 from harness.cli import main
-from harness.config import load_study
-from harness.leaderboard import build_leaderboard
+from harness.config.study import load_study
+from harness.reports.leaderboard import build_leaderboard
 from harness.plugins import get_plugins
-from harness.search import search_id
-from harness.storage import ResultStore, open_storage
+from harness.search.engine import search_id
+from harness.results.storage import ResultStore, open_storage
 
 from conftest import tiny_study_text, wait_for_records
 
@@ -142,7 +142,7 @@ def test_a_machine_whose_images_differ_is_stopped_naming_them(tmp_path, capsys):
     """Folds are computed on each machine from the seed and checked against the stored ones."""
     from rich.console import Console
 
-    from harness.runner import _start
+    from harness.workflows.run import _start
 
     study_file = tmp_path / "shapes.toml"
     storage = f"journal:{tmp_path / 'shared.journal'}"

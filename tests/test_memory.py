@@ -9,8 +9,8 @@ import time
 
 import pandas as pd
 
-import harness.memory as memory
-from harness.memory import MemoryGuard
+import harness.core.memory as memory
+from harness.core.memory import MemoryGuard
 
 from conftest import tiny_study_text
 

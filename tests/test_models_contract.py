@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from harness import BuildContext, HarnessError
-from harness.config import TrainConfig
+from harness.config.study import TrainConfig
 from harness.plugins import get_plugins
-from harness.space import thaw
+from harness.config.space import thaw
 from harness.specs import REQUIRED
-from harness.train import build_model, compile_model, prepare_model
+from harness.training.train import build_model, compile_model, prepare_model
 from harness_plugins.models.applications import APPLICATIONS
 
 SMALL = 32
@@ -203,7 +203,7 @@ PER_CLASS = 16
 
 def separable_dataset(name: str, size: int):
     from harness import Samples
-    from harness.data import Dataset
+    from harness.data.dataset import Dataset
 
     import pandas as pd
 
@@ -265,8 +265,8 @@ def test_model_trained_from_scratch_learns_a_separable_set(name):
     them and ~1.2 on 12 new rows, which is overfitting, not a dead network. A deep backbone whose
     BatchNormalization runs in inference mode at its initial statistics fails this: its signal
     fades, its predictions are uniform and its loss is ln(K)."""
-    from harness.evaluate import learned_nothing
-    from harness.train import fit_fold
+    from harness.evaluation.scores import learned_nothing
+    from harness.training.train import fit_fold
 
     if (keras.backend.backend(), name) in UNAVAILABLE:
         pytest.skip(

@@ -114,8 +114,8 @@ def test_a_study_uses_a_third_party_model_end_to_end(third_party_plugin, tmp_pat
 
 
 def test_lifecycle_hooks_are_called(tiny_study, tmp_path):
-    from harness.config import load_study
-    from harness.runner import run_study
+    from harness.config.study import load_study
+    from harness.workflows.run import run_study
 
     seen = {"folds": 0, "trials": [], "end": None}
 

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from harness import BuildContext, HarnessError
-from harness import backbones
-from harness.torch_weights import UnsafeWeightsError, read_state_dict, read_state_dict_restricted
+from harness.toolkit import backbones
+from harness.toolkit.torch_weights import UnsafeWeightsError, read_state_dict, read_state_dict_restricted
 from harness_plugins.models import efficientnet_lite as lite
 
 DATA = Path(os.environ.get("HARNESS_TEST_DATA", "/nonexistent"))

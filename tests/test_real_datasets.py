@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.audit import audit
-from harness.config import CVConfig, DatasetConfig
-from harness.data import load_dataset
-from harness.folds import make_folds
+from harness.data.audit import audit
+from harness.config.study import CVConfig, DatasetConfig
+from harness.data.dataset import load_dataset
+from harness.data.folds import make_folds
 from harness.plugins import get_plugins
 from harness.specs import REQUIRED, DatasetContext
 

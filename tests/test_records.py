@@ -1,4 +1,4 @@
-from harness.records import FoldRecord, RecordStore, read_records
+from harness.results.records import FoldRecord, RecordStore, read_records
 
 
 def _record(fold, trial=0, config="c1"):

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import classification_report
 
 from harness.cli import main
-from harness.evidence import OutOfFold, calibration, confidently_wrong, confusion, most_confused, per_class, top_k
+from harness.evaluation.evidence import OutOfFold, calibration, confidently_wrong, confusion, most_confused, per_class, top_k
 
 from conftest import headless_chromium, tiny_study_text
 

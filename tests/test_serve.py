@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 from harness.cli import main
-from harness.export import ExportedModel
-from harness.images import decode_file
-from harness.records import read_predictions, read_records
+from harness.serving.model_folder import ExportedModel
+from harness.data.images import decode_file
+from harness.results.records import read_predictions, read_records
 
 from conftest import headless_chromium, tiny_study_text
 from fixtures.image_layouts import class_folders
@@ -217,7 +217,7 @@ def serving_app(model: ExportedModel, **limits):
     """The app of `harness serve` on uvicorn in a thread, on a free loopback port."""
     uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra: pip install -e '.[serve]'")
 
-    from harness.serve import create_app
+    from harness.serving.http import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(model, **limits), host="127.0.0.1", port=port, log_config=None))

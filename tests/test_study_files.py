@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.config import load_study
+from harness.config.study import load_study
 from harness.plugins import get_plugins
-from harness.runner import run_study
+from harness.workflows.run import run_study
 
 from fixtures import image_layouts
 

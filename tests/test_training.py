@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from harness import HarnessError, ModelSpec, Samples
-from harness.augment import Augment
-from harness.config import FineTune, ReduceLR, TrainConfig, load_study
-from harness.data import Dataset
-from harness.features import FeatureCache
-from harness.folds import fold_indices, make_folds
+from harness.toolkit.augment import Augment
+from harness.config.study import FineTune, ReduceLR, TrainConfig, load_study
+from harness.data.dataset import Dataset
+from harness.training.features import FeatureCache
+from harness.data.folds import fold_indices, make_folds
 from harness.plugins import get_plugins
-from harness.train import balanced_class_weight, fit_fold
+from harness.training.train import balanced_class_weight, fit_fold
 
 from conftest import tiny_study_text
 
@@ -99,7 +99,7 @@ def test_balanced_class_weights_follow_scikit_learn():
 def _tiny_backbone(context):
     import keras
 
-    from harness.backbones import classifier
+    from harness.toolkit.backbones import classifier
 
     base_in = keras.Input((*context.image_size, 3))
     b = keras.layers.Conv2D(4, 3, name="conv_a")(base_in)
@@ -152,8 +152,7 @@ OUT_OF_MEMORY = [
 
 @pytest.mark.parametrize("message", OUT_OF_MEMORY)
 def test_out_of_memory_retries_the_fold_with_half_the_batch_size(monkeypatch, message):
-    from harness import train as training
-
+    from harness.training import train as training
     tried, real = [], training._fit_fold
 
     def short_of_memory(spec, dataset, image_size, params, train, *rest):
@@ -177,8 +176,7 @@ def test_out_of_memory_retries_the_fold_with_half_the_batch_size(monkeypatch, me
 
 @pytest.mark.parametrize(("error", "batch_size"), [(ValueError("bad input"), 8), (RuntimeError(OUT_OF_MEMORY[2]), 1)])
 def test_other_errors_and_out_of_memory_at_batch_size_1_are_not_retried(monkeypatch, error, batch_size):
-    from harness import train as training
-
+    from harness.training import train as training
     tried = []
 
     def failing(spec, dataset, image_size, params, train, *rest):
@@ -249,7 +247,7 @@ def test_early_stopping_share_of_a_small_class_splits_without_a_warning_per_fold
     """Classes smaller than 1 / fraction are common in small folds: the split is best effort, silently."""
     import warnings
 
-    from harness.train import inner_split
+    from harness.training.train import inner_split
 
     labels = np.array([0] * 30 + [1] * 4)
     with warnings.catch_warnings():

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-import harness.search as search
+import harness.search.engine as search
 from harness.cli import main
-from harness.config import load_study
-from harness.leaderboard import print_leaderboard
+from harness.config.study import load_study
+from harness.reports.leaderboard import print_leaderboard
 from harness.plugins import get_plugins
-from harness.records import read_records
-from harness.train import FoldResult
+from harness.results.records import read_records
+from harness.training.train import FoldResult
 
 from conftest import tiny_study_text
 
@@ -133,7 +133,7 @@ def test_the_effective_study_holds_every_override(tmp_path):
 
 
 def test_learned_nothing_flags_constant_predictions_only():
-    from harness.evaluate import learned_nothing
+    from harness.evaluation.scores import learned_nothing
 
     assert "ln 3" in learned_nothing(np.full((5, 3), 1 / 3))
     assert "always class 1" in learned_nothing(np.tile([0.2, 0.5, 0.3], (4, 1)))
@@ -215,7 +215,7 @@ def test_ctrl_c_shows_only_the_harness_message(tmp_path):
     """Optuna logs a trial that raised KeyboardInterrupt with its traceback; only ours may show."""
     study = _study(tmp_path, tiny_study_text(trials=2))
     code = (
-        "import sys, harness.search as search\n"
+        "import sys, harness.search.engine as search\n"
         "def interrupted(*args, **kwargs):\n    raise KeyboardInterrupt\n"
         "search.fit_fold = interrupted\n"
         "from harness.cli import main\n"
@@ -281,7 +281,7 @@ def test_a_piped_leaderboard_is_one_whole_table():
 
 
 def test_column_groups_keep_the_key_columns_and_drop_nothing():
-    from harness.leaderboard import column_groups
+    from harness.reports.leaderboard import column_groups
 
     groups = column_groups([2, 10, 11, 11, 11, 11, 11, 6], room=50)
     assert all(g[:2] == [0, 1] for g in groups)

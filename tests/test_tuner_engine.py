@@ -9,11 +9,11 @@ import pytest
 
 from harness import HarnessError
 from harness.cli import main
-from harness.config import load_study
+from harness.config.study import load_study
 from harness.plugins import get_plugins
-from harness.records import read_records
-from harness.space import parse_dimension
-from harness.tuner_search import hyperparameters, sampled_values
+from harness.results.records import read_records
+from harness.config.space import parse_dimension
+from harness.search.tuner import hyperparameters, sampled_values
 
 from conftest import tiny_study_text
 

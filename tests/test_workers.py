@@ -13,10 +13,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from harness.storage import RUN_STUDY_PREFIX
+from harness.results.storage import RUN_STUDY_PREFIX
 
-from harness.records import read_records
-from harness.runner import worker_env
+from harness.results.records import read_records
+from harness.workflows.run import worker_env
 
 from conftest import tiny_study_text
 
@@ -57,7 +57,7 @@ def test_two_workers_finish_one_study(tmp_path):
 def test_over_budget_ranks_racing_trials_by_number():
     from optuna.trial import TrialState, create_trial
 
-    from harness.search import over_budget
+    from harness.search.engine import over_budget
 
     def trial(number, state):
         t = create_trial(state=state, params={}, distributions={}, value=0.5 if state == TrialState.COMPLETE else None)
@@ -178,9 +178,9 @@ def test_workers_get_one_gpu_each_when_there_are_several():
 def test_trials_of_an_old_sqlite_storage_are_carried_into_the_journal(tmp_path):
     import optuna
 
-    from harness.config import load_study
+    from harness.config.study import load_study
     from harness.plugins import get_plugins
-    from harness.search import open_storage
+    from harness.search.engine import open_storage
 
     study_file = tmp_path / "s.toml"
     study_file.write_text(tiny_study_text(name="s", trials=1))
@@ -205,8 +205,8 @@ def test_a_trial_is_retried_when_its_heartbeat_stops_not_before(tmp_path):
 
     from optuna.trial import TrialState
 
-    from harness.search import _retry_cut_off, queue_again
-    from harness.storage import HEARTBEAT_ATTR, open_storage
+    from harness.search.engine import _retry_cut_off, queue_again
+    from harness.results.storage import HEARTBEAT_ATTR, open_storage
 
     storage = open_storage(f"journal:{tmp_path / 's.journal'}", tmp_path, heartbeat_interval=1, grace_period=5,
                            on_stale=queue_again)

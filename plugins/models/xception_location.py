@@ -9,7 +9,7 @@ from harness_plugins.models.xception import CONUS_HEADS, MIN_SIZE
 def build(context: BuildContext):
     import keras
 
-    from harness.backbones import build_pretrained
+    from harness.toolkit.backbones import build_pretrained
 
     return build_pretrained(
         context,

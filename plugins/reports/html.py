@@ -1,4 +1,4 @@
-"""Writes results/<study>/report.html when a study ends: the evidence page (harness.html_report)."""
+"""Writes results/<study>/report.html when a study ends: the evidence page (harness.reports.html)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,6 @@ from harness import hookimpl
 
 @hookimpl
 def on_study_end(run, leaderboard: pd.DataFrame) -> None:
-    from harness.html_report import write_html_report
+    from harness.reports.html import write_html_report
 
     write_html_report(run.results_dir, thumbnails=run.dataset.thumbnails, audit=list(run.notes))

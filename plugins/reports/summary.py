@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from harness import hookimpl
-from harness.leaderboard import tells_models_apart, to_markdown
-from harness.records import read_records, RECORDS_FILE
+from harness.reports.leaderboard import tells_models_apart, to_markdown
+from harness.results.records import read_records, RECORDS_FILE
 
 
 @hookimpl

@@ -1,0 +1,1 @@
+"""Scores, statistics (intervals, corrected tests) and per-class evidence."""

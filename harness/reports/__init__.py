@@ -1,0 +1,1 @@
+"""Leaderboard tables, compare and report.html."""

@@ -1,0 +1,1 @@
+"""The results folder's layout, fold records and the study's storage."""

@@ -1,0 +1,225 @@
+"""Fold records: one JSON line per (candidate, configuration, repeat, fold), appended as each fold ends.
+
+Append-only: a record is flushed and fsynced before the search moves on, so a crash loses at most
+the fold in progress; a torn last line is ignored on reading; a key already present is never
+written again, so a resumed study reuses finished folds instead of doubling them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+RECORDS_FILE = "records.jsonl"
+
+
+@dataclass
+class FoldRecord:
+    candidate: str
+    search_id: str
+    config_id: str
+    trial: int
+    repeat: int
+    fold: int
+    params: dict[str, Any]
+    tuned: dict[str, Any]
+    metrics: dict[str, float]
+    fit_seconds: float
+    epochs_run: int
+    train_size: int
+    val_size: int
+    finished_at: float = field(default_factory=time.time)
+    #: Findings about the fold a user must see, e.g. that its model learned nothing.
+    warnings: list[str] = field(default_factory=list)
+    #: Per epoch: phase, learning rate, loss and accuracy on the fit and early-stopping rows.
+    history: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.search_id, self.config_id, self.repeat, self.fold)
+
+
+class RecordStore:
+    """The records file of one results folder, shared safely by the processes of one study."""
+
+    def __init__(self, results_dir: Path):
+        self.path = Path(results_dir) / RECORDS_FILE
+        self._by_key: dict[tuple[str, str, int, int], FoldRecord] = {}
+        self._offset = 0
+        self._lines = 0
+        #: Line numbers (from 1) that hold no readable record: torn by a crash, or damaged.
+        self.skipped: list[int] = []
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Read what other processes appended since the last look (complete lines only)."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        records, skipped = _parse(complete, first_line=self._lines + 1)
+        self._lines += complete.count(b"\n")
+        self.skipped += skipped
+        for record in records:
+            self._by_key.setdefault(record.key, record)
+
+    def get(self, search_id: str, config_id: str, repeat: int, fold: int) -> FoldRecord | None:
+        key = (search_id, config_id, repeat, fold)
+        if key not in self._by_key:
+            self._refresh()
+        return self._by_key.get(key)
+
+    def count(self, search_id: str, config_id: str) -> int:
+        """How many folds of one configuration are recorded."""
+        self._refresh()
+        return sum(key[:2] == (search_id, config_id) for key in self._by_key)
+
+    def append(self, record: FoldRecord) -> bool:
+        """Write the record unless its key is already there; True when written."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # one writer at a time: the check and the write are one step
+            try:
+                self._refresh()
+                if record.key in self._by_key:
+                    return False
+                if fh.tell() > 0 and not _ends_with_newline(self.path):
+                    fh.write(b"\n")  # a torn line from a crash stays alone on its line
+                fh.write((json.dumps(asdict(record), sort_keys=True) + "\n").encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+                self._offset = fh.tell()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        self._by_key[record.key] = record
+        return True
+
+    def all(self) -> list[FoldRecord]:
+        self._refresh()
+        return list(self._by_key.values())
+
+    def write_predictions(self, key: tuple[str, str, int, int], rows, labels, probabilities) -> None:
+        """Keep a fold's out-of-fold predictions beside the records file (before its record)."""
+        write_predictions(self.path.parent, key, rows, labels, probabilities)
+
+
+def append_record_line(path: Path, record: FoldRecord) -> None:
+    """Append one record to a records file, whole, however many processes append at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            if fh.tell() > 0 and not _ends_with_newline(path):
+                fh.write(b"\n")  # a torn line from a crash stays alone on its line
+            fh.write((json.dumps(asdict(record), sort_keys=True) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+PREDICTIONS_DIR = "predictions"
+
+
+def predictions_path(results_dir: Path, key: tuple[str, str, int, int]) -> Path:
+    """Where the out-of-fold predictions of the fold record with ``key`` are kept."""
+    search_id, config_id, repeat, fold = key
+    return Path(results_dir) / PREDICTIONS_DIR / search_id / f"{config_id}-r{repeat}-f{fold}.npz"
+
+
+def write_predictions(results_dir: Path, key: tuple[str, str, int, int], rows: np.ndarray, labels: np.ndarray,
+                      probabilities: np.ndarray) -> Path:
+    """Keep one fold's validation predictions: the dataset rows (positions in folds.csv), their true
+    labels and the predicted probabilities. Written whole or not at all (a temporary file renamed),
+    before the fold's record, so a record always has its predictions."""
+    path = predictions_path(results_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    try:
+        with partial.open("wb") as fh:
+            np.savez_compressed(fh, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
+                                probabilities=np.asarray(probabilities, dtype="float32"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        try:
+            partial.unlink(missing_ok=True)  # a full disk: leave no half file taking its space
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def read_predictions(results_dir: Path, key: tuple[str, str, int, int]) -> dict[str, np.ndarray] | None:
+    """The fold's stored predictions (``rows``, ``labels``, ``probabilities``), or None when the
+    record predates them or the file is unreadable. Never unpickles."""
+    path = predictions_path(results_dir, key)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in ("rows", "labels", "probabilities")}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def fold_predictions(results_dir: Path, records: list[FoldRecord]) -> list[dict[str, np.ndarray] | None]:
+    """The stored predictions of ``records`` in (repeat, fold) order; None for a fold without them."""
+    return [read_predictions(results_dir, r.key) for r in sorted(records, key=lambda r: (r.repeat, r.fold))]
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+def _parse(data: bytes, first_line: int = 1) -> tuple[list[FoldRecord], list[int]]:
+    """The records in ``data`` and the numbers of the non-empty lines that hold none."""
+    records, skipped = [], []
+    for number, line in enumerate(data.split(b"\n"), start=first_line):
+        if not line.strip():
+            continue
+        try:
+            records.append(FoldRecord(**json.loads(line.decode("utf-8"))))
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+            skipped.append(number)
+    return records, skipped
+
+
+def load_records(path: Path) -> tuple[list[FoldRecord], list[int]]:
+    """Every record in the file, in order, and the line numbers skipped as unreadable (torn by a
+    crash, damaged, not UTF-8)."""
+    if not path.exists():
+        return [], []
+    try:
+        return _parse(path.read_bytes())
+    except IsADirectoryError:
+        raise HarnessError(f"{path} is a folder, not a records file: move it away and run again.") from None
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror or exc}. Fix its permissions and run again.") from None
+
+
+def read_records(path: Path) -> list[FoldRecord]:
+    """Every complete record in the file, in order; unreadable lines are skipped."""
+    return load_records(path)[0]
+
+
+def skipped_lines_note(path: Path, skipped: list[int]) -> str:
+    """The warning for unreadable record lines, naming where they are."""
+    shown = ", ".join(map(str, skipped[:10])) + (" …" if len(skipped) > 10 else "")
+    return (
+        f"{path}: skipped {len(skipped)} unreadable line(s) (line {shown}): torn by a crash or damaged. "
+        "The folds they held count as not done and are trained again."
+    )

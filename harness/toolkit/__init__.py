@@ -1,0 +1,1 @@
+"""A toolkit for model authors: pretrained backbones, their weights, augmentation."""

@@ -1,0 +1,210 @@
+"""`harness export`: refit the leaderboard's choice and write it as a model folder.
+
+A model folder holds the Keras model(s) (``.keras``), ``model.json`` (classes, inputs and their
+vocabularies, image size and resize policy, backend and versions, the cross-validated estimate) and
+``MODEL_CARD.md``. ``ExportedModel`` loads it in Keras's safe mode and decodes images exactly as
+training did; `harness predict` and `harness serve` use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from harness import __version__
+from harness.config.study import effective_params, load_study
+from harness.errors import HarnessError
+from harness.serving.model_folder import CARD_FILE, EXAMPLES_DIR, FORMAT_VERSION, INFO_FILE
+from harness.evaluation.evidence import out_of_fold, per_class
+from harness.training.features import FeatureCache
+from harness.data.folds import fold_indices
+from harness.reports.leaderboard import build_leaderboard
+from harness.plugins import Plugins
+from harness.results.records import RECORDS_FILE, fold_predictions, read_records
+from harness.workflows.run import default_cache_dir, prepare
+from harness.search.engine import RUN_FILE, fold_seed
+from harness.training.train import fit_fold
+
+#: Bumped when a model folder changes in a way an older harness cannot read.
+
+
+def _versions() -> dict[str, str]:
+    import keras
+
+    backend = keras.backend.backend()
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    found = {"harness": __version__, "keras": keras.__version__, "python": platform.python_version(),
+             "numpy": np.__version__}
+    if module:
+        found[module] = getattr(__import__(module), "__version__", "?")
+    return found
+
+
+def _choose(board: pd.DataFrame, candidate: str | None, results_dir: Path) -> pd.Series:
+    ranked = board[board["config_id"].apply(lambda v: isinstance(v, str))]
+    if ranked.empty:
+        raise HarnessError(f"{results_dir}: no candidate has a complete configuration yet; let `harness run` finish one.")
+    if candidate is None:
+        return ranked.iloc[0]
+    chosen = ranked[ranked["candidate"] == candidate]
+    if chosen.empty:
+        raise HarnessError(f"{results_dir}: no complete candidate '{candidate}'; choose one of "
+                           f"{', '.join(ranked['candidate'])}.")
+    return chosen.iloc[0]
+
+
+def export_model(results_dir: Path, plugins: Plugins, console: Console, candidate: str | None = None,
+                 out: Path | None = None, data_root: Path | None = None, ensemble: bool = False) -> Path:
+    """Refit the chosen candidate's best configuration on every image of the study (or keep its
+    K fold models with ``ensemble``) and write a model folder; returns its path."""
+    results_dir = Path(results_dir)
+    if not (results_dir / RUN_FILE).is_file():
+        raise HarnessError(f"{results_dir}: not a results folder of harness (no {RUN_FILE}); run a study first, "
+                           "e.g. harness run studies/demo.toml, then harness export results/demo.")
+    info = json.loads((results_dir / RUN_FILE).read_text())
+    board = build_leaderboard(results_dir)
+    row = _choose(board, candidate, results_dir)
+    study_file = results_dir / "study.toml"
+    study = load_study(study_file, plugins)
+    chosen = next(c for c in study.candidates if c.name == row["candidate"])
+    records = [r for r in read_records(results_dir / RECORDS_FILE)
+               if r.candidate == chosen.name and r.config_id == row["config_id"]]
+    params, train = effective_params(chosen, records[0].tuned)
+    root = Path(data_root or info.get("data_root") or ".")
+    dataset, _ = prepare(study, plugins, root, console)
+    folds = pd.read_csv(results_dir / "folds.csv", dtype={"id": str}, keep_default_na=False)
+    if list(folds["id"]) != list(dataset.table["id"]):
+        raise HarnessError(f"the data under {root} is not the data {results_dir} was run on (its images differ from "
+                           "folds.csv); point --data-root at the study's data.")
+    spec = plugins.models.get(chosen.model)
+    out = Path(out or results_dir / "export" / chosen.name)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    # The run's feature cache: the same training path (and so the same arithmetic) as the study's folds.
+    cache = FeatureCache(default_cache_dir())
+    started = time.perf_counter()
+    if ensemble:
+        models = []
+        for fold in range(info["folds"]):
+            train_idx, _ = fold_indices(folds, 0, fold)
+            name = f"fold-{fold}.keras"
+            console.print(f"training fold {fold + 1} of {info['folds']} of {chosen.name}…")
+            fit_fold(spec, dataset, chosen.image_size, params, train, train_idx, np.array([], dtype=int),
+                     seed=fold_seed(study.seed, row["config_id"], 0, fold), cache=cache, save_model=staging / name)
+            models.append(name)
+    else:
+        console.print(f"refitting {chosen.name} on all {len(dataset.table)} images…")
+        everything = np.arange(len(dataset.table))
+        fit_fold(spec, dataset, chosen.image_size, params, train, everything, np.array([], dtype=int),
+                 seed=fold_seed(study.seed, row["config_id"], -1, -1), cache=cache, save_model=staging / "model.keras")
+        models = ["model.keras"]
+    seconds = time.perf_counter() - started
+
+    objective = info["objective"]
+    extra_inputs = {name: sorted(dataset.table[name].astype(str).unique()) for name in spec.inputs if name != "image"}
+    oof = out_of_fold(fold_predictions(results_dir, records))
+    recall = per_class(oof, dataset.classes) if oof is not None else None
+    model_info = {
+        "format": FORMAT_VERSION,
+        "name": f"{study.name}/{chosen.name}",
+        "version": row["config_id"],
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kind": "ensemble" if ensemble else "refit",
+        "models": models,
+        "classes": list(dataset.classes),
+        "inputs": {"image": {"size": list(chosen.image_size), "resize": dataset.resize, "channels": 3,
+                             "dtype": "uint8 RGB, 0-255"},
+                   **{name: {"one_hot": values} for name, values in extra_inputs.items()}},
+        "candidate": chosen.name,
+        "model": chosen.model,
+        "params": records[0].params,
+        "tuned": records[0].tuned,
+        "backend": __import__("keras").backend.backend(),
+        "versions": _versions(),
+        "estimate": {
+            "objective": objective,
+            "mean": _number(row.get(f"{objective}_mean")),
+            "std": _number(row.get(f"{objective}_std")),
+            "ci_low": _number(row.get(f"{objective}_ci_low")),
+            "ci_high": _number(row.get(f"{objective}_ci_high")),
+            "folds": int(row["folds"]),
+            "protocol": ("one split" if info["folds"] == 1 else f"{info['folds']}-fold CV"
+                         + (f" × {info['repeats']} repeats" if info["repeats"] > 1 else "")),
+        },
+        "data": {"dataset": study.dataset.name, "images": len(dataset.table), "root": str(root),
+                 "per_class": {c: int((dataset.labels == i).sum()) for i, c in enumerate(dataset.classes)}},
+        "study_sha256": hashlib.sha256(study_file.read_bytes()).hexdigest(),
+        "fit_seconds": round(seconds, 1),
+    }
+    (staging / INFO_FILE).write_text(json.dumps(model_info, indent=2))
+    (staging / CARD_FILE).write_text(model_card(model_info, recall))
+    _write_examples(staging / EXAMPLES_DIR, dataset, chosen.image_size)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)  # whole or absent
+    return out
+
+
+def _number(value) -> float | None:
+    return None if value is None or pd.isna(value) else round(float(value), 6)
+
+
+def _write_examples(folder: Path, dataset, size) -> None:
+    """One training image per class as the model sees it: something to try `predict` and the page on."""
+    from PIL import Image
+
+    folder.mkdir()
+    rows = [int(np.flatnonzero(dataset.labels == i)[0]) for i in range(len(dataset.classes))]
+    for i, pixels in zip(rows, dataset.thumbnails(rows, tuple(size))):
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in dataset.classes[dataset.labels[i]])
+        Image.fromarray(pixels).save(folder / f"{safe}.png")
+
+
+def model_card(info: dict, recall: pd.DataFrame | None) -> str:
+    """The model card (Markdown): what the model is, how good it is expected to be, on what data."""
+    e = info["estimate"]
+    interval = (f" (95% CI {e['ci_low']:.3f}–{e['ci_high']:.3f}, Nadeau–Bengio corrected)"
+                if e["ci_low"] is not None and e["ci_low"] != e["ci_high"] else "")
+    kind = ("refit on every image of the study with the same recipe (phases, early stopping on a held-out "
+            "share, seed); the estimate below is that of the recipe under cross-validation"
+            if info["kind"] == "refit" else
+            f"the {len(info['models'])} fold models of cross-validation, probabilities averaged")
+    lines = [
+        f"# Model card: {info['name']}",
+        "",
+        f"- Model: `{info['model']}`, candidate `{info['candidate']}`, configuration {info['version']}",
+        f"- What this folder holds: {kind}.",
+        f"- Inputs: image {info['inputs']['image']['size'][0]}×{info['inputs']['image']['size'][1]} "
+        f"({info['inputs']['image']['resize']})"
+        + "".join(f", {n} (one of {', '.join(v['one_hot'])})" for n, v in info["inputs"].items() if n != "image"),
+        f"- Exported {info['exported']} with harness {info['versions']['harness']}, Keras {info['versions']['keras']} "
+        f"on {info['backend']}",
+        f"- Study file sha256: `{info['study_sha256']}`",
+        "",
+        "## Expected performance",
+        "",
+        f"{e['objective']}: **{e['mean']:.3f} ± {e['std'] or 0:.3f}** over {e['folds']} folds ({e['protocol']})"
+        f"{interval}.",
+        "",
+        "## Data",
+        "",
+        f"Dataset `{info['data']['dataset']}`: {info['data']['images']} images, {len(info['classes'])} classes.",
+        "",
+    ]
+    if recall is not None:
+        lines += ["## Per class (out-of-fold predictions of cross-validation)", "",
+                  "| class | images | recall | precision |", "|---|---:|---:|---:|"]
+        for r in recall.itertuples():
+            lines.append(f"| {r[1]} | {int(r.support)} | {r.recall:.3f} | {r.precision:.3f} |")
+        lines.append("")
+    lines += ["## Settings", "", "```json", json.dumps(info["params"], indent=2, sort_keys=True, default=str), "```", ""]
+    return "\n".join(lines)
