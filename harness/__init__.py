@@ -11,9 +11,14 @@ from harness.specs import (
     BuildContext,
     DatasetContext,
     DatasetSpec,
+    FoldRecord,
+    Leaderboard,
+    LeaderboardRow,
     MetricSpec,
     ModelSpec,
+    RunInfo,
     Samples,
+    TrialSummary,
 )
 
 __version__ = "0.1.0"
@@ -25,10 +30,15 @@ __all__ = [
     "BuildContext",
     "DatasetContext",
     "DatasetSpec",
+    "FoldRecord",
     "HarnessError",
+    "Leaderboard",
+    "LeaderboardRow",
     "MetricSpec",
     "ModelSpec",
+    "RunInfo",
     "Samples",
+    "TrialSummary",
     "__version__",
     "hookimpl",
 ]

@@ -13,11 +13,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from harness.results.records import FoldRecord
-    from harness.search.engine import RunInfo, TrialSummary
-    from harness.specs import DatasetSpec, MetricSpec, ModelSpec
+    from harness.specs import DatasetSpec, FoldRecord, Leaderboard, MetricSpec, ModelSpec, RunInfo, TrialSummary
 
 PROJECT = "harness"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -59,8 +55,9 @@ def on_trial_end(run: RunInfo, trial: TrialSummary) -> None:
 
 
 @hookspec
-def on_study_end(run: RunInfo, leaderboard: pd.DataFrame) -> None:
+def on_study_end(run: RunInfo, leaderboard: Leaderboard) -> None:
     """Called once every candidate's search is done; reporters write their files here.
 
-    ``run.results_dir`` is the study's results folder; ``leaderboard`` is the final table.
+    ``run.results_dir`` is the study's results folder; ``leaderboard.rows`` is the final ranking
+    (``leaderboard.to_frame()`` gives it as a DataFrame).
     """

@@ -1,17 +1,25 @@
-"""The data a plugin hands to the harness: what a dataset, a model or a metric is."""
+"""The plugin API's types: what a plugin hands to the harness (a dataset, a model, a metric) and
+what the lifecycle hooks receive (a run, a fold record, a trial, the leaderboard).
+
+Every type here is a plain dataclass: no engine object (no Optuna study, no Keras model) inside.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 
 #: Marks a parameter a study file must set (a default of REQUIRED in a params mapping).
 REQUIRED = object()
+
+#: A value as a study file or a JSON file holds it: parameters, tuned settings, history entries.
+JSONValue: TypeAlias = "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
 
 
 @dataclass(frozen=True)
@@ -94,3 +102,162 @@ class MetricSpec:
     fn: Callable[[np.ndarray, np.ndarray], float]
     greater_is_better: bool = True
     description: str = ""
+
+
+@dataclass
+class FoldRecord:
+    """One fold of one configuration of one candidate, scored: a line of ``records.jsonl``."""
+
+    candidate: str
+    #: The candidate's search (its Optuna study's name) and the configuration's id within it.
+    search_id: str
+    config_id: str
+    #: The trial that ran this fold (a retried trial keeps its configuration id).
+    trial: int
+    repeat: int
+    fold: int
+    #: Every setting the model was trained with, and the ones the search tuned.
+    params: dict[str, JSONValue]
+    tuned: dict[str, JSONValue]
+    #: Metric name -> value on the fold's validation images.
+    metrics: dict[str, float]
+    fit_seconds: float
+    epochs_run: int
+    train_size: int
+    val_size: int
+    finished_at: float = field(default_factory=time.time)
+    #: Findings about the fold a user must see, e.g. that its model learned nothing.
+    warnings: list[str] = field(default_factory=list)
+    #: Per epoch: phase, learning rate, loss and accuracy on the fit and early-stopping rows.
+    history: dict[str, list[JSONValue]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.search_id, self.config_id, self.repeat, self.fold)
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """How a run's folds were cut."""
+
+    scheme: str
+    folds: int
+    repeats: int
+    seed: int
+    #: Whether images sharing a group key were kept on one side (the dataset has groups and cv.grouped).
+    grouped: bool
+    stratified: bool
+
+
+@dataclass(frozen=True)
+class Override:
+    """A setting that a command-line option or an environment variable set over the study file."""
+
+    name: str
+    value: JSONValue
+    #: Where it came from, e.g. "--trials" or "$HARNESS_WEIGHTS".
+    source: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What lifecycle hooks see of a run."""
+
+    study: str
+    study_file: Path
+    description: str
+    #: The study's results folder (reporters write their files here).
+    results_dir: Path
+    #: The folder the dataset's root is relative to.
+    data_root: Path | None
+    dataset: str
+    classes: tuple[str, ...]
+    images: int
+    cv: CrossValidation
+    #: The metric the search optimises, e.g. "accuracy".
+    objective: str
+    overrides: tuple[Override, ...]
+    #: One row per image: ``id``, ``label``, ``group`` and its validation fold in each repeat
+    #: (``repeat_0``, ``repeat_1``, ...).
+    folds: pd.DataFrame
+    #: Warnings about the data and the run a user must see (audit findings, dropped classes).
+    notes: tuple[str, ...] = ()
+    #: ``thumbnails(rows) -> uint8 array (n, 112, 112, 3)`` of the images at these rows, or None.
+    thumbnails: Callable[[Sequence[int]], np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    """A trial (one configuration on all folds) that completed, was pruned or failed."""
+
+    candidate: str
+    number: int
+    #: "complete", "pruned" or "fail".
+    state: str
+    #: The objective's mean over the folds, or None when the trial did not complete.
+    value: float | None
+    params: dict[str, JSONValue]
+    records: list[FoldRecord]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """A metric over the folds of a candidate's best configuration."""
+
+    mean: float
+    #: Standard deviation over folds (ddof = 1; 0 for one fold).
+    std: float
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One candidate on the leaderboard, as ``leaderboard.csv`` has it, with its settings as data."""
+
+    #: 1 for the best; None for a candidate without a complete configuration.
+    rank: int | None
+    candidate: str
+    model: str
+    #: "ok", "incomplete" or "failed" (then ``error`` says why).
+    status: str
+    error: str
+    #: Configurations tried, and how many of them completed all folds.
+    trials: int
+    complete: int
+    metrics: dict[str, MetricSummary]
+    #: The objective's corrected 95 % interval, or None.
+    interval: tuple[float, float] | None = None
+    #: The corrected resampled t-test against the leader, and its verdict ("best", "worse",
+    #: "not distinguishable", "no shared folds" or "").
+    p_vs_best: float | None = None
+    vs_best: str = ""
+    folds: int | None = None
+    fit_seconds: float | None = None
+    best_trial: int | None = None
+    config_id: str | None = None
+    best_params: dict[str, JSONValue] = field(default_factory=dict)
+    config: dict[str, JSONValue] = field(default_factory=dict)
+    #: The weights and how the backbone was trained, e.g. "imagenet, frozen".
+    base: str = ""
+    warnings: str = ""
+    #: The objective's mean of every complete configuration, best first.
+    config_means: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """The final ranking handed to ``on_study_end``."""
+
+    objective: str
+    rows: tuple[LeaderboardRow, ...]
+    #: Notes a reader must see under the table (e.g. damaged record lines skipped).
+    notes: tuple[str, ...] = ()
+
+    def to_frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame: one column per field, metrics as ``<name>_mean`` / ``<name>_std``."""
+        flat = []
+        for row in self.rows:
+            item = {k: v for k, v in asdict(row).items() if k != "metrics"}
+            for name, summary in row.metrics.items():
+                item[f"{name}_mean"], item[f"{name}_std"] = summary.mean, summary.std
+            flat.append(item)
+        return pd.DataFrame(flat)

@@ -130,7 +130,7 @@ def test_lifecycle_hooks_are_called(tiny_study, tmp_path):
 
         @hookimpl
         def on_study_end(self, run, leaderboard):
-            seen["end"] = (run.results_dir, list(leaderboard["candidate"]))
+            seen["end"] = (run.results_dir, [row.candidate for row in leaderboard.rows])
 
     plugins = get_plugins(extra=[Reporter()])
     study = load_study(tiny_study, plugins, {"trials": 1})

@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ from harness.evaluation.scores import fold_metrics, learned_nothing
 from harness.data.folds import fold_indices
 from harness.core.memory import MemoryGuard, RestartForMemory
 from harness.plugins import Plugins
-from harness.results.records import FoldRecord
+from harness.search.context import RunContext, run_info
+from harness.specs import FoldRecord, TrialSummary
 from harness.training.features import FeatureCache
 from harness.results import storage as store_module
 from harness.results.storage import JOURNAL_FILE, RUN_FILE, SQLITE_FILE, ResultStore, folds_grouped
@@ -53,31 +53,6 @@ def stop_signal() -> int:
     """The signal that asked the run to stop: SIGINT (Ctrl-C) unless another did."""
     return _stop_signal
 INTERRUPTED, RETRY_OF, OWNER, ERROR, SURPLUS = "interrupted", "retry_of", "owner", "error", "surplus"
-
-
-@dataclass
-class RunInfo:
-    """What lifecycle hooks see of a run."""
-
-    study: Study
-    results_dir: Path
-    dataset: Dataset
-    folds: Any
-    notes: list[str] = field(default_factory=list)
-    #: Pooled backbone features shared by every fold, trial and candidate of the run.
-    features: FeatureCache | None = None
-    #: The folder the dataset's root is relative to (for reports rebuilt later).
-    data_root: Path | None = None
-
-
-@dataclass
-class TrialSummary:
-    candidate: str
-    number: int
-    state: str
-    value: float | None
-    params: dict[str, Any]
-    records: list[FoldRecord]
 
 
 def search_id(study: Study, candidate: Candidate) -> str:
@@ -204,7 +179,7 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | None = None,
+def write_run_file(run: RunContext, plugins: Plugins, failures: dict[str, str] | None = None,
                    store: ResultStore | None = None) -> None:
     """What `harness leaderboard` needs to rebuild the table from the records alone: the settings
     as run (overrides listed) and the candidates that failed, with their reasons. With ``store``,
@@ -248,7 +223,7 @@ def write_run_file(run: RunInfo, plugins: Plugins, failures: dict[str, str] | No
 LOCAL_RUN_KEYS = ("data_root", "storage")
 
 
-def local_run_settings(run: RunInfo) -> dict[str, Any]:
+def local_run_settings(run: RunContext) -> dict[str, Any]:
     return {"data_root": str(run.data_root) if run.data_root else None, "storage": run.study.search.storage or None}
 
 
@@ -279,7 +254,7 @@ class _Progress:
 
 
 def run_search(
-    run: RunInfo,
+    run: RunContext,
     plugins: Plugins,
     storage: str | optuna.storages.BaseStorage | None = None,
     console: Console | None = None,
@@ -594,7 +569,7 @@ def fold_record(
             progress,
         )
         records.append(record)
-        plugins.hook.on_fold_end(run=run, record=record)
+        plugins.hook.on_fold_end(run=run_info(run), record=record)
     return record
 
 
@@ -647,7 +622,7 @@ def _short(value: Any) -> str:
 
 def _trial_end(plugins, run, candidate, number, state, value, sampled, records):
     plugins.hook.on_trial_end(
-        run=run, trial=TrialSummary(candidate.name, number, state, value, dict(sampled), list(records))
+        run=run_info(run), trial=TrialSummary(candidate.name, number, state, value, dict(sampled), list(records))
     )
 
 

@@ -22,9 +22,10 @@ from rich.console import Console
 from harness.config.study import Candidate, Study, effective_params
 from harness.errors import HarnessError
 from harness.plugins import Plugins
-from harness.results.records import FoldRecord, RecordStore
+from harness.results.records import RecordStore
+from harness.specs import FoldRecord
+from harness.search.context import RunContext
 from harness.search.engine import (
-    RunInfo,
     _Progress,
     fold_record,
     _trial_end,
@@ -88,7 +89,7 @@ def make_oracle(study: Study, candidate: Candidate, goal: str) -> kt.Oracle:
 
 
 def run_tuner_search(
-    run: RunInfo, plugins: Plugins, console: Console | None = None, workers: int = 1
+    run: RunContext, plugins: Plugins, console: Console | None = None, workers: int = 1
 ) -> dict[str, str]:
     """Run every candidate's keras-tuner search; resumes the tuner's saved state and reuses records.
 

@@ -29,10 +29,12 @@ from harness.plugins import Plugins
 from harness.errors import HarnessError, file_system_error
 from harness.results.records import RECORDS_FILE
 from harness.search.engine import (
-    JOURNAL_FILE, RUN_FILE, STOP_REQUESTED, RunInfo, candidate_failures, local_run_settings, open_storage,
+    JOURNAL_FILE, RUN_FILE, STOP_REQUESTED, candidate_failures, local_run_settings, open_storage,
     repair_journal, requeue_unfinished_trials, run_search, search_id, stop_signal, write_run_file,
 )
 from harness.results.storage import ResultStore, describe_storage, import_results_folder, is_shared, write_results_folder
+from harness.reports.rows import leaderboard_of
+from harness.search.context import RunContext, run_info
 from harness.specs import DatasetContext
 
 #: prctl's option that sends a signal to this process when its parent dies (Linux).
@@ -144,11 +146,11 @@ def _start(study: Study, plugins: Plugins, results_root: Path, data_root: Path, 
     storage = open_storage(study, results_dir)
     store = ResultStore(storage, study.name)
     store.save_or_check_folds(folds, f"{study.path} on {describe_storage(study.search.storage)}")
-    run = RunInfo(study, results_dir, dataset, folds, notes, FeatureCache(default_cache_dir()), Path(data_root).resolve())
+    run = RunContext(study, results_dir, dataset, folds, notes, FeatureCache(default_cache_dir()), Path(data_root).resolve())
     return run, storage, store
 
 
-def write_results(run: RunInfo, plugins: Plugins, store: ResultStore, failures: dict[str, str] | None) -> pd.DataFrame:
+def write_results(run: RunContext, plugins: Plugins, store: ResultStore, failures: dict[str, str] | None) -> pd.DataFrame:
     """The results folder from the storage (every machine's folds), and its leaderboard."""
     write_run_file(run, plugins, failures, store=store)
     write_results_folder(store, run.results_dir, local_run_settings(run))
@@ -231,7 +233,7 @@ def _run_study(
         write_leaderboard(table, run.results_dir)
     else:
         table = write_results(run, plugins, store, failures)
-    plugins.hook.on_study_end(run=run, leaderboard=table)
+    plugins.hook.on_study_end(run=run_info(run), leaderboard=leaderboard_of(table, study.metrics.objective))
     print_leaderboard(table, Console(), title=f"{study.name} leaderboard")
     if failures:
         listing = "; ".join(f"'{name}': {reason.rstrip('.')}" for name, reason in failures.items())
@@ -342,7 +344,7 @@ def join_study(
         print_leaderboard(table, Console(), title=f"{study.name} leaderboard so far (interrupted)")
         raise
     table = write_results(run, plugins, store, failures)
-    plugins.hook.on_study_end(run=run, leaderboard=table)
+    plugins.hook.on_study_end(run=run_info(run), leaderboard=leaderboard_of(table, study.metrics.objective))
     print_leaderboard(table, Console(), title=f"{study.name} leaderboard")
     return table
 

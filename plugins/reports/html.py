@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
-from harness import hookimpl
+from harness import Leaderboard, RunInfo, hookimpl
 
 
 @hookimpl
-def on_study_end(run, leaderboard: pd.DataFrame) -> None:
+def on_study_end(run: RunInfo, leaderboard: Leaderboard) -> None:
     from harness.reports.html import write_html_report
 
-    write_html_report(run.results_dir, thumbnails=run.dataset.thumbnails, audit=list(run.notes))
+    write_html_report(run.results_dir, thumbnails=run.thumbnails, audit=list(run.notes))
