@@ -210,7 +210,6 @@ def test_budget_is_a_share_of_free_disk_or_a_size():
 
 def test_the_model_kept_between_folds_does_not_grow_with_augmentation(dataset, tmp_path):
     """Wrapping the kept model in augmentation layers each fold would add a node to it per fold."""
-    from harness.training import train as training
     from harness.toolkit.augment import Augment
 
     train = TrainConfig(epochs=1, batch_size=6, weights="none", augment=Augment(flip="horizontal"), views=1,
@@ -219,5 +218,5 @@ def test_the_model_kept_between_folds_does_not_grow_with_augmentation(dataset, t
     nodes = []
     for seed in (3, 4, 5):
         fit(dataset, tiny_spec(vgg_like), train, cache, seed=seed)
-        nodes.append(len(training._kept.model._inbound_nodes))
+        nodes.append(len(cache.keeper.split.model._inbound_nodes))
     assert nodes[1] == nodes[2] == nodes[0], nodes

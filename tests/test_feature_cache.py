@@ -148,8 +148,6 @@ def test_a_kept_model_gives_each_fold_what_a_fresh_build_gives(plugins, tmp_path
     """The split model is built once and kept between folds; a fold's result depends on its seed only."""
     import dataclasses
 
-    from harness.training.train import forget_kept_model
-
     dataset = _dataset(plugins, tmp_path)
     spec = plugins.models.get("mobilenetv2")
     builds = []
@@ -162,7 +160,7 @@ def test_a_kept_model_gives_each_fold_what_a_fresh_build_gives(plugins, tmp_path
     def fit(seed, config=train):
         return fit_fold(counting, dataset, SIZE, dict(params), config, train_idx, val_idx, seed, cache=cache).probabilities
 
-    forget_kept_model()
+    cache.keeper.forget()
     first = fit(7)
     fit(9, TrainConfig(epochs=1, batch_size=8, weights="none", learning_rate=3e-3, optimizer="sgd"))
     other = fit(8)
@@ -171,7 +169,7 @@ def test_a_kept_model_gives_each_fold_what_a_fresh_build_gives(plugins, tmp_path
     assert len(builds) == 1, "the model was rebuilt although only the head changes"
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
-    forget_kept_model()
+    cache.keeper.forget()
     assert np.array_equal(fit(7), first) and len(builds) == 2
 
 
@@ -204,7 +202,6 @@ def test_with_tensorflow_heads_train_in_one_traced_loop_not_fit(plugins, tmp_pat
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the traced loop exists only under the TensorFlow backend (other backends train heads with "
                     "fit, run by test_backends.py::test_model_tests_pass_on)")
-    from harness.training import train as training
     fits = []
     original = keras.Model.fit
     monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: fits.append(self) or original(self, *a, **k))
@@ -216,7 +213,7 @@ def test_with_tensorflow_heads_train_in_one_traced_loop_not_fit(plugins, tmp_pat
     for seed, rows in ((1, train_idx), (2, train_idx[:-3])):  # folds of different sizes
         fit_fold(spec, dataset, SIZE, dict(PARAMS), train, rows, val_idx, seed, cache=cache)
     assert fits == []
-    loops = training._kept.loops
+    loops = cache.keeper.split.loops
     assert {name: f.experimental_get_tracing_count() for name, f in loops._traced.items()} == {"train": 1}
 
 

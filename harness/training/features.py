@@ -99,6 +99,26 @@ class FeatureCache:
         self._listed: set[Path] = set()
         self.computed = 0
         self.loaded = 0
+        self._keeper = None
+        self._boundary = None
+
+    @property
+    def keeper(self):
+        """The ``ModelKeeper`` of the fits that use this cache and pass none of their own."""
+        if self._keeper is None:
+            from harness.training.keeper import ModelKeeper
+
+            self._keeper = ModelKeeper()
+        return self._keeper
+
+    @property
+    def boundary(self):
+        """The ``BoundaryCache`` of fine-tuning phases beside this cache (``<root>/boundary``)."""
+        if self._boundary is None:
+            from harness.training.boundary import BoundaryCache
+
+            self._boundary = BoundaryCache(self.root.parent)
+        return self._boundary
 
     def ids(self, images: np.ndarray) -> list[str]:
         """``content_ids(images)``, computed once per array for the life of this cache."""

@@ -25,6 +25,7 @@ from harness.config.study import TrainConfig
 from harness.data.dataset import Dataset
 from harness.errors import HarnessError
 from harness.training.features import FeatureCache, backbone_key, reset_head, split_model
+from harness.training.keeper import FrozenSplit, ModelKeeper, TopPart
 from harness.specs import BuildContext, ModelSpec
 
 
@@ -45,63 +46,6 @@ class FoldResult:
     #: Per epoch, over every phase: "phase", "learning_rate" and Keras's logs (loss, accuracy, and
     #: val_loss, val_accuracy on the early-stopping split when there is one), one list each.
     history: dict[str, list] = field(default_factory=dict)
-
-
-@dataclass
-class FrozenSplit:
-    """A built model split for a cached phase: extractor, head, the backbone key, the head's compile."""
-
-    key: str
-    model: Any
-    base: Any
-    extractor: Any
-    head: Any
-    backbone_key: str
-    compiled: tuple | None = None
-    optimizer_start: list | None = None
-    session: int = 0
-    template: Any = None  # an uncompiled clone of the head: cloning a compiled head recompiles it
-    loops: Any = None  # the head's traced epoch loops (TensorFlow), made for its compile
-    #: With a fine-tuning phase: the model's weights as built, restored before each fold, and the
-    #: model's top parts for the boundary cache by first trainable layer (see ``_boundary_phase``).
-    initial_weights: list | None = None
-    tops: dict = field(default_factory=dict)
-    #: The model wrapped in its augmentation layers, by augmentation setting: made once, since each
-    #: wrapping calls the kept model again and adds a node to it (memory that grows per fold).
-    augmented: dict = field(default_factory=dict)
-
-    def reset_head(self, seed: int) -> None:
-        """Fresh head weights and dropout seeds from ``seed`` (see ``harness.training.features.reset_head``)."""
-        if self.template is None:
-            self.template = _keras().models.clone_model(self.head)
-        reset_head(self.head, seed, self.template)
-
-    def restore(self, seed: int) -> None:
-        """The model as built, its base frozen, with the head from ``seed``: a kept model that a
-        fine-tuning phase changed starts the next fold as a new one would."""
-        if self.initial_weights is not None:
-            from harness.toolkit.backbones import set_base_trainable
-
-            set_base_trainable(self.base, False)
-            self.model.set_weights(self.initial_weights)
-        self.reset_head(seed)
-
-
-@dataclass
-class TopPart:
-    """A kept model's top part for one fine-tuning cut, and its compile (see ``_compile_kept``)."""
-
-    split: Any  # harness.training.boundary.BoundarySplit
-    compiled: tuple | None = None
-    optimizer_start: list | None = None
-
-
-# The split model of the last cached-phase fold in this process. While the base is frozen, folds
-# and trials of one configuration differ only in the head's weights and optimizer state, so the
-# model is built and its train function traced once; each fold resets the head from its seed. A
-# fine-tuning phase from the boundary cache trains the model's top part, whose weights each fold
-# restores as built (``FrozenSplit.restore``), so the model is kept there too.
-_kept: FrozenSplit | None = None
 
 
 def _keras():
@@ -306,6 +250,8 @@ def fit_fold(
     on_epoch: Callable[[int, dict], None] | None = None,
     cache: FeatureCache | None = None,
     save_model: str | os.PathLike | None = None,
+    *,
+    keeper: ModelKeeper | None = None,
 ) -> FoldResult:
     """Build, fit on ``train_idx`` (one or two phases) and predict ``val_idx`` (may be empty).
     ``save_model``: also save the trained model, without augmentation layers, as a ``.keras`` file.
@@ -314,6 +260,7 @@ def fit_fold(
     half the batch size, down to 1.
     """
     keras = _keras()
+    keeper = _keeper_for(keeper, cache)
     batch_size = train.batch_size
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(train.precision)
@@ -322,10 +269,10 @@ def fit_fold(
             try:
                 return _fit_fold(
                     spec, dataset, image_size, params, replace(train, batch_size=batch_size),
-                    train_idx, val_idx, seed, on_epoch, cache, save_model,
+                    train_idx, val_idx, seed, on_epoch, cache, save_model, keeper,
                 )
             except Exception as exc:
-                forget_kept_model()  # a fold that failed part-way may leave it in any state
+                keeper.forget()  # a fold that failed part-way may leave it in any state
                 if not is_out_of_memory(exc) or batch_size == 1:
                     raise
                 batch_size //= 2
@@ -333,7 +280,7 @@ def fit_fold(
             finally:
                 # Release device memory between folds and trials, unless the model is kept for the
                 # next fold. clear_session() runs gc.collect(): ~0.35 s with a backbone in memory.
-                if _kept is None:
+                if keeper.split is None:
                     release_device_memory()
     finally:
         keras.config.set_dtype_policy(previous)
@@ -351,8 +298,16 @@ def release_device_memory() -> None:
             torch.cuda.empty_cache()
 
 
+def _keeper_for(keeper: ModelKeeper | None, cache: FeatureCache | None) -> ModelKeeper:
+    """``keeper``, else the cache's own (fits sharing a cache share its kept model), else a new one."""
+    if keeper is not None:
+        return keeper
+    return ModelKeeper() if cache is None else cache.keeper
+
+
 def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache,
-              save_model=None) -> FoldResult:
+              save_model=None, keeper=None) -> FoldResult:
+    keeper = keeper or ModelKeeper()
     num_classes = len(dataset.classes)
     context = BuildContext(
         num_classes=num_classes,
@@ -395,7 +350,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     def fit_end_to_end(**epochs):
         return fit_phase(model, unaugmented, image_inputs, [image_inputs(fit_idx)], **epochs)
 
-    model, base, split = _model_for_fold(spec, context, train, seed, cache)
+    model, base, split = _model_for_fold(spec, context, train, seed, cache, keeper)
     unaugmented = model
     epoch_log: dict[str, list] = {}
     started = time.perf_counter()
@@ -476,7 +431,7 @@ def _model_key(spec: ModelSpec, context: BuildContext, train: TrainConfig) -> st
     )
 
 
-def _model_for_fold(spec, context, train, seed, cache) -> tuple[Any, Any, FrozenSplit | None]:
+def _model_for_fold(spec, context, train, seed, cache, keeper: ModelKeeper) -> tuple[Any, Any, FrozenSplit | None]:
     """``(model, base, split)`` with the head starting from ``seed``; split is set when the first
     phase trains the head on cached features.
 
@@ -485,19 +440,19 @@ def _model_for_fold(spec, context, train, seed, cache) -> tuple[Any, Any, Frozen
     each fold restores the weights as built. The head's start depends on the seed alone, whether
     the model is new or kept.
     """
-    global _kept
     keras = _keras()
     keep = cached = _cached_phase_possible(cache, train)
     key = _model_key(spec, context, train) if keep else ""
-    if keep and _kept is not None and _kept.key == key:
+    kept = keeper.split
+    if keep and kept is not None and kept.key == key:
         session = keras.backend.get_uid("harness_kept_model")
-        if session == _kept.session + 1:  # no clear_session() since: the kept model is whole
-            _kept.session = session
-            if train.fine_tune is not None and _kept.initial_weights is None:
-                _kept.initial_weights = _built_weights(_kept)
-            _kept.restore(seed)
-            return _kept.model, _kept.base, _kept
-    forget_kept_model()
+        if session == kept.session + 1:  # no clear_session() since: the kept model is whole
+            kept.session = session
+            if train.fine_tune is not None and kept.initial_weights is None:
+                kept.initial_weights = _built_weights(kept)
+            kept.restore(seed)
+            return kept.model, kept.base, kept
+    keeper.forget()
     # A kept model must not depend on which fold built it; its head is reset per fold anyway.
     keras.utils.set_random_seed(0 if keep else seed)
     model, base = prepare_model(spec, context, train, augment=False)
@@ -511,21 +466,14 @@ def _model_for_fold(spec, context, train, seed, cache) -> tuple[Any, Any, Frozen
         split.initial_weights = _built_weights(split)
     split.reset_head(seed)
     if keep:
-        _kept = split
-        _kept.session = keras.backend.get_uid("harness_kept_model")
+        keeper.split = split
+        split.session = keras.backend.get_uid("harness_kept_model")
     return model, base, split
 
 
 def _built_weights(split: FrozenSplit) -> list:
     """The weights of a split model as built (kept before any fold changes them)."""
     return [np.array(w) for w in split.model.get_weights()]
-
-
-def forget_kept_model() -> None:
-    """Drop the kept split model (if any) and clear the Keras session."""
-    global _kept
-    _kept = None
-    _keras().backend.clear_session(free_memory=False)
 
 
 def _compile_head(split: FrozenSplit, train: TrainConfig) -> None:
