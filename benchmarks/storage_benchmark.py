@@ -27,7 +27,8 @@ from conftest import tiny_study_text  # noqa: E402
 from postgres_server import missing, postgres_server  # noqa: E402
 
 from harness.results.records import FoldRecord  # noqa: E402
-from harness.results.storage import RUN_STUDY_PREFIX, ResultStore, open_storage  # noqa: E402
+from harness.results.optuna_storage import open_storage  # noqa: E402
+from harness.results.storage import RUN_STUDY_PREFIX, ResultStore  # noqa: E402
 
 
 def search_throughput(url: str, workers: int, trials: int, folder: Path) -> dict[str, float]:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 from importlib import metadata
 
 import pluggy
 
 from harness import hookspecs
+from harness.core import settings
+from harness.core.settings import BLOCK_ENV, DISABLE_AUTOLOAD_ENV
 from harness.errors import HarnessError
 from harness.registry import Registry
 from harness.specs import DatasetSpec, MetricSpec, ModelSpec
 
 ENTRY_POINT_GROUP = "harness"
-#: Set to 1/true/yes to load no third-party plugins from entry points.
-DISABLE_AUTOLOAD_ENV = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
-#: Comma-separated plugin names (built-in or entry-point names) not to register.
-BLOCK_ENV = "HARNESS_BLOCK_PLUGINS"
+# $HARNESS_DISABLE_PLUGIN_AUTOLOAD (1/true/yes) loads no third-party plugins from entry points;
+# $HARNESS_BLOCK_PLUGINS (comma-separated plugin names, built-in or entry-point) are not registered.
+# Both are read in harness.core.settings.
 
 #: Built-in plugins, registered through the same hooks as third-party ones.
 BUILTIN_PLUGINS = {
@@ -77,12 +77,9 @@ class Plugins:
         return found
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def blocked_plugins() -> set[str]:
-    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+    """Plugin names not to register ($HARNESS_BLOCK_PLUGINS)."""
+    return set(settings.current().blocked_plugins)
 
 
 def get_plugins(extra: list[object] | None = None) -> Plugins:
@@ -95,7 +92,7 @@ def get_plugins(extra: list[object] | None = None) -> Plugins:
     for name, module_name in BUILTIN_PLUGINS.items():
         if name not in blocked:
             manager.register(importlib.import_module(module_name), name=name)
-    if not _truthy(os.environ.get(DISABLE_AUTOLOAD_ENV)):
+    if settings.current().plugin_autoload:
         _load_entry_points(manager)
     for plugin in extra or []:
         manager.register(plugin)

@@ -21,7 +21,8 @@ from harness.config.study import load_study
 from harness.reports.leaderboard import build_leaderboard
 from harness.plugins import get_plugins
 from harness.search.engine import search_id
-from harness.results.storage import ResultStore, open_storage
+from harness.results.optuna_storage import open_storage
+from harness.results.storage import ResultStore
 
 from conftest import tiny_study_text, wait_for_records
 

@@ -206,7 +206,7 @@ def test_a_trial_is_retried_when_its_heartbeat_stops_not_before(tmp_path):
     from optuna.trial import TrialState
 
     from harness.search.engine import _retry_cut_off, queue_again
-    from harness.results.storage import HEARTBEAT_ATTR, open_storage
+    from harness.results.optuna_storage import HEARTBEAT_ATTR, open_storage
 
     storage = open_storage(f"journal:{tmp_path / 's.journal'}", tmp_path, heartbeat_interval=1, grace_period=5,
                            on_stale=queue_again)

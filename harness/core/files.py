@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def atomic_write(path: str | Path, data: bytes | str, *, fsync: bool = True) -> Path:
@@ -15,19 +18,22 @@ def atomic_write(path: str | Path, data: bytes | str, *, fsync: bool = True) -> 
     before the rename. A fault (full disk, no permission) leaves the old file as it was and no
     temporary file behind, and is raised as the ``OSError`` it is.
     """
+    with atomic_writer(path, fsync=fsync) as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
+@contextmanager
+def atomic_writer(path: str | Path, *, fsync: bool = True) -> Iterator[BinaryIO]:
+    """``atomic_write`` for content written piece by piece (a large array streamed by ``np.save``,
+    never held twice in memory): the ``with`` block writes to the binary file it is given, which
+    replaces ``path`` when the block ends without an exception and is removed when it raises."""
     path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # mkstemp makes the file private (0600); give it the mode the file had, or a plain file's.
-        try:
-            os.fchmod(fd, path.stat().st_mode & 0o777)
-        except FileNotFoundError:
-            os.fchmod(fd, 0o644)
-        except (AttributeError, NotImplementedError):  # os.fchmod: not on Windows
-            pass
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            _give_mode(fh.fileno(), path)
+            yield fh
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -38,4 +44,15 @@ def atomic_write(path: str | Path, data: bytes | str, *, fsync: bool = True) -> 
         except OSError:
             pass
         raise
-    return path
+
+
+def _give_mode(fd: int, path: Path) -> None:
+    """mkstemp makes the file private (0600); give it the mode the file had, or a plain file's."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    try:
+        os.fchmod(fd, mode)
+    except (AttributeError, NotImplementedError):  # os.fchmod: not on Windows before Python 3.13
+        pass

@@ -10,11 +10,12 @@ same command, which resumes where the search stands (nothing is lost: records an
 
 from __future__ import annotations
 
-import os
+import psutil
 
-#: Growth of resident memory (MB) since the end of a process's first trial before it is replaced.
-GROWTH_ENV = "HARNESS_MEMORY_GROWTH_MB"
-DEFAULT_GROWTH_MB = 2048
+from harness.core import settings
+from harness.core.settings import DEFAULT_GROWTH_MB, GROWTH_ENV
+
+__all__ = ["DEFAULT_GROWTH_MB", "GROWTH_ENV", "MemoryGuard", "RestartForMemory", "growth_budget_mb", "resident_mb"]
 
 
 class RestartForMemory(Exception):
@@ -22,24 +23,17 @@ class RestartForMemory(Exception):
 
 
 def resident_mb() -> float | None:
-    """This process's resident memory in MB, or None where /proc is not available."""
+    """This process's resident memory in MB (psutil: Linux, macOS, Windows), or None where the
+    platform does not tell."""
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
+        return psutil.Process().memory_info().rss / (1024 * 1024)
+    except (psutil.Error, OSError, NotImplementedError):
         return None
-    return None
 
 
 def growth_budget_mb() -> float:
-    """The growth budget: $HARNESS_MEMORY_GROWTH_MB, else 2048; 0 turns restarts off."""
-    text = os.environ.get(GROWTH_ENV, "")
-    try:
-        return max(0.0, float(text)) if text else float(DEFAULT_GROWTH_MB)
-    except ValueError:
-        return float(DEFAULT_GROWTH_MB)
+    """The growth budget (MB): $HARNESS_MEMORY_GROWTH_MB, else 2048; 0 turns restarts off."""
+    return settings.current().memory_growth_mb
 
 
 class MemoryGuard:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-DATA_ROOT_ENV = "HARNESS_DATA_ROOT"
-CACHE_ENV = "HARNESS_CACHE"
+from harness.core import settings
+from harness.core.settings import CACHE_ENV, DATA_ROOT_ENV
+
+__all__ = ["CACHE_ENV", "DATA_ROOT_ENV", "default_cache_dir", "default_data_root"]
 
 
 def default_data_root() -> Path:
-    return Path(os.environ.get(DATA_ROOT_ENV, "."))
+    """The folder dataset roots are relative to: $HARNESS_DATA_ROOT, else the working directory."""
+    return settings.current().data_root
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "harness"))
+    """Where decoded images and features are cached: $HARNESS_CACHE, else ~/.cache/harness."""
+    return settings.current().cache_dir

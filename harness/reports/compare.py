@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 from harness.reports.leaderboard import build_leaderboard
-from harness.results.storage import RUN_FILE, folds_grouped
+from harness.results.layout import RUN_FILE, folds_grouped
 
 
 @dataclass

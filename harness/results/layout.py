@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from harness.core.files import atomic_write
 from harness.errors import HarnessError
 
 FOLDS_FILE = "folds.csv"
+#: The run's description (the study, its candidates, where its data and storage are).
+RUN_FILE = "run.json"
+#: The trials of a study without a storage setting; optuna.db is where an older harness kept them.
+SQLITE_FILE, JOURNAL_FILE = "optuna.db", "optuna.journal"
 
 
 def save_or_check_folds(folds: pd.DataFrame, results_dir: Path) -> None:
@@ -25,6 +29,12 @@ def save_or_check_folds(folds: pd.DataFrame, results_dir: Path) -> None:
             )
         return
     results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: two processes may write at once
-    folds.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, folds.to_csv(index=False), fsync=False)
+
+
+def folds_grouped(info: dict, folds) -> bool:
+    """Whether a run's folds kept groups together: from its run file, or for runs written before
+    it said so, whether any image's group differs from its id."""
+    if "grouped" in info:
+        return bool(info["grouped"])
+    return bool((folds["group"] != folds["id"]).any())

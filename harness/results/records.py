@@ -7,45 +7,20 @@ written again, so a resumed study reuses finished folds instead of doubling them
 
 from __future__ import annotations
 
-import fcntl
+import io
 import json
 import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from harness.core.files import atomic_write
+from harness.core.locks import exclusive
 from harness.errors import HarnessError
+from harness.specs import FoldRecord
 
 RECORDS_FILE = "records.jsonl"
-
-
-@dataclass
-class FoldRecord:
-    candidate: str
-    search_id: str
-    config_id: str
-    trial: int
-    repeat: int
-    fold: int
-    params: dict[str, Any]
-    tuned: dict[str, Any]
-    metrics: dict[str, float]
-    fit_seconds: float
-    epochs_run: int
-    train_size: int
-    val_size: int
-    finished_at: float = field(default_factory=time.time)
-    #: Findings about the fold a user must see, e.g. that its model learned nothing.
-    warnings: list[str] = field(default_factory=list)
-    #: Per epoch: phase, learning rate, loss and accuracy on the fit and early-stopping rows.
-    history: dict[str, list] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple[str, str, int, int]:
-        return (self.search_id, self.config_id, self.repeat, self.fold)
 
 
 class RecordStore:
@@ -89,20 +64,13 @@ class RecordStore:
     def append(self, record: FoldRecord) -> bool:
         """Write the record unless its key is already there; True when written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)  # one writer at a time: the check and the write are one step
-            try:
-                self._refresh()
-                if record.key in self._by_key:
-                    return False
-                if fh.tell() > 0 and not _ends_with_newline(self.path):
-                    fh.write(b"\n")  # a torn line from a crash stays alone on its line
-                fh.write((json.dumps(asdict(record), sort_keys=True) + "\n").encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-                self._offset = fh.tell()
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with exclusive(lock_path(self.path)), self.path.open("ab") as fh:
+            # one writer at a time: the check and the write are one step
+            self._refresh()
+            if record.key in self._by_key:
+                return False
+            _write_line(fh, self.path, record)
+            self._offset = fh.tell()
         self._by_key[record.key] = record
         return True
 
@@ -118,16 +86,23 @@ class RecordStore:
 def append_record_line(path: Path, record: FoldRecord) -> None:
     """Append one record to a records file, whole, however many processes append at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            if fh.tell() > 0 and not _ends_with_newline(path):
-                fh.write(b"\n")  # a torn line from a crash stays alone on its line
-            fh.write((json.dumps(asdict(record), sort_keys=True) + "\n").encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive(lock_path(path)), path.open("ab") as fh:
+        _write_line(fh, path, record)
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file beside a records file that its writers take turns on (a file of its own: a
+    lock on the records file itself would be Unix-only)."""
+    return path.with_name(f".{path.name}.lock")
+
+
+def _write_line(fh, path: Path, record: FoldRecord) -> None:
+    """Append ``record`` as one JSON line to ``fh`` (``path`` opened for appending, under its lock), durably."""
+    if fh.tell() > 0 and not _ends_with_newline(path):
+        fh.write(b"\n")  # a torn line from a crash stays alone on its line
+    fh.write((json.dumps(asdict(record), sort_keys=True) + "\n").encode())
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 PREDICTIONS_DIR = "predictions"
@@ -146,21 +121,10 @@ def write_predictions(results_dir: Path, key: tuple[str, str, int, int], rows: n
     before the fold's record, so a record always has its predictions."""
     path = predictions_path(results_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    try:
-        with partial.open("wb") as fh:
-            np.savez_compressed(fh, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
-                                probabilities=np.asarray(probabilities, dtype="float32"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        try:
-            partial.unlink(missing_ok=True)  # a full disk: leave no half file taking its space
-        except OSError:
-            pass
-        raise
-    return path
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
+                        probabilities=np.asarray(probabilities, dtype="float32"))
+    return atomic_write(path, buffer.getvalue())
 
 
 def read_predictions(results_dir: Path, key: tuple[str, str, int, int]) -> dict[str, np.ndarray] | None:

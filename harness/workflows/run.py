@@ -32,7 +32,9 @@ from harness.search.engine import (
     JOURNAL_FILE, RUN_FILE, STOP_REQUESTED, candidate_failures, local_run_settings, open_storage,
     repair_journal, requeue_unfinished_trials, run_search, search_id, stop_signal, write_run_file,
 )
-from harness.results.storage import ResultStore, describe_storage, import_results_folder, is_shared, write_results_folder
+from harness.results.folder import import_results_folder, write_results_folder
+from harness.results.optuna_storage import describe_storage, is_shared
+from harness.results.storage import ResultStore
 from harness.reports.rows import leaderboard_of
 from harness.search.context import RunContext, run_info
 from harness.specs import DatasetContext
