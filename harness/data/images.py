@@ -29,10 +29,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from harness.core.choices import NEAR_DUPLICATES, RESIZE_POLICIES
 from harness.errors import HarnessError
+from harness.toolkit.files import SYSTEM_FILES, SYSTEM_FOLDERS, is_ignored  # noqa: F401 (public in the toolkit)
 
-#: Files that operating systems and sync tools leave behind; never images, never reported.
-SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r", "ehthumbs.db"})
-SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", ".trashes"})
 #: Images with more pixels than this are refused unless JPEG draft mode can decode them smaller.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: Bump when decoding changes what a cached array holds, so old arrays are not reused.
@@ -57,12 +55,6 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 class UnreadableImage(Exception):
     """A file that is not a decodable image; the message is the reason shown in reports."""
-
-
-def is_ignored(name: str) -> bool:
-    """Hidden and system files or folders (.DS_Store, ._x, Thumbs.db, __MACOSX) that are never images."""
-    lower = name.lower()
-    return name.startswith(".") or lower in SYSTEM_FILES or lower in SYSTEM_FOLDERS
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -15,17 +15,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from harness.core.choices import NEAR_DUPLICATES
+from harness.toolkit.text import plural  # noqa: F401 (public in the toolkit; audit imports it from here)
 from harness.data.images import HASH_BITS, ORIENTATIONS, near_pairs, relative_orientation
 
 #: Kinds of duplicate: files of identical bytes, or of the same pixels, or near duplicates.
 IDENTICAL_BYTES, SAME_PIXELS, SIMILAR = "identical bytes", "same pixels", "similar"
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """'1 image', '2 images', '0 classes'; ``nouns`` for plurals other than -s or -es."""
-    if count == 1:
-        return f"1 {noun}"
-    return f"{count} {nouns or noun + ('es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's')}"
 
 
 class Match(NamedTuple):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import DatasetContext, DatasetSpec, HarnessError, Samples, hookimpl
-from harness.data.images import is_ignored
+from harness.toolkit import is_ignored
 from harness_plugins.datasets.folder import resolve_root, select, subfolders
 
 _SPECIES = re.compile(r"^(?P<species>.+?)_(?P<code>[A-Z][A-Z0-9_]*)$")

@@ -21,9 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from harness import REQUIRED, DatasetContext, DatasetSpec, HarnessError, Samples, hookimpl
-from harness.data.audit import plural
-from harness.errors import did_you_mean
-from harness.data.images import is_ignored
+from harness.toolkit import did_you_mean, is_ignored, plural
 
 #: Folder names read as splits (kept as spelt in the ``split`` column).
 SPLIT_NAMES = frozenset({"train", "training", "valid", "validation", "val", "dev", "test", "testing"})

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness import Leaderboard, RunInfo, hookimpl
-from harness.reports.leaderboard import build_leaderboard, tells_models_apart, to_markdown
-from harness.results.records import read_records, RECORDS_FILE
+from harness.reports.api import RECORDS_FILE, build_leaderboard, read_records, tells_models_apart, to_markdown
 
 
 @hookimpl
