@@ -123,7 +123,7 @@ def _run_with_failing_folds(tmp_path, trials: int, message: str) -> subprocess.C
     study = tmp_path / "tiny.toml"
     study.write_text(tiny_study_text(trials=trials))
     code = (
-        "import itertools, sys, harness.search.engine as search\n"
+        "import itertools, sys, harness.search.trial as search\n"
         "from harness.errors import HarnessError\n"
         "calls = itertools.count()\n"
         f"def fail(*args, **kwargs):\n    raise HarnessError({message!r}.format(next(calls)))\n"
@@ -148,6 +148,16 @@ def test_a_trial_failing_with_a_user_error_says_so_in_one_message_without_a_trac
     assert "two trials in a row failed with the same error" in " ".join(done.stderr.split())
     assert "trial 2" not in done.stderr and "1 of 1 candidate(s) failed" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr and "failed with value None" not in done.stderr
+
+
+@pytest.mark.run_machinery
+def test_optunas_own_line_about_the_run_study_reaches_the_output_and_no_other(tmp_path):
+    """Optuna announces the study that carries the run ("harness:<study>") in its own INFO line;
+    each candidate's study is made quietly, so the rest of the output is the harness's own."""
+    done = _run_with_failing_folds(tmp_path, 1, "cannot run")
+    lines = [line for line in done.stderr.splitlines() if "A new study created" in line]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert f"with name: {RUN_STUDY_PREFIX}" in lines[0]
 
 
 @pytest.mark.run_machinery

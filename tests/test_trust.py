@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-import harness.search.engine as search
+import harness.search.trial as search  # where the search calls fit_fold
 from harness.cli import main
 from harness.config.study import load_study
 from harness.reports.leaderboard import print_leaderboard
@@ -40,7 +40,8 @@ def _candidates(*tables: str) -> str:
 def _fake_fit(probabilities):
     """A fit_fold that trains nothing and predicts ``probabilities(n_val, n_classes)``."""
 
-    def fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch=None, cache=None):
+    def fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch=None, cache=None,
+                 keeper=None):
         return FoldResult(probabilities(len(val_idx), len(dataset.classes), seed), 0.01, 1)
 
     return fit_fold
@@ -215,7 +216,7 @@ def test_ctrl_c_shows_only_the_harness_message(tmp_path):
     """Optuna logs a trial that raised KeyboardInterrupt with its traceback; only ours may show."""
     study = _study(tmp_path, tiny_study_text(trials=2))
     code = (
-        "import sys, harness.search.engine as search\n"
+        "import sys, harness.search.trial as search\n"
         "def interrupted(*args, **kwargs):\n    raise KeyboardInterrupt\n"
         "search.fit_fold = interrupted\n"
         "from harness.cli import main\n"

@@ -13,28 +13,24 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import keras_tuner as kt
-import numpy as np
 from rich.console import Console
 
+from harness.config.space import Dimension
 from harness.config.study import Candidate, Study, effective_params
+from harness.core.stop import StopToken
 from harness.errors import HarnessError
 from harness.plugins import Plugins
 from harness.results.records import RecordStore
-from harness.specs import FoldRecord
 from harness.search.context import RunContext
-from harness.search.engine import (
-    _Progress,
-    fold_record,
-    _trial_end,
-    _trial_line,
-    config_id,
-    direction,
-    search_id,
-)
-from harness.config.space import Dimension
+from harness.search.ids import config_id, direction, search_id
+from harness.search.progress import SearchProgress
+from harness.search.trial import TrialContext, run_trial, trial_end
+from harness.training.keeper import ModelKeeper
 
 TUNER_DIR = "keras_tuner"
 _PLAIN = (str, int, float, bool)
@@ -88,73 +84,89 @@ def make_oracle(study: Study, candidate: Candidate, goal: str) -> kt.Oracle:
     return kt.oracles.BayesianOptimizationOracle(max_trials=trials, **common)
 
 
+@dataclass
+class TunerSession:
+    """One process's keras-tuner search of a study: what each candidate's trials share."""
+
+    run: RunContext
+    plugins: Plugins
+    records: RecordStore
+    progress: SearchProgress
+    stop: StopToken
+    keeper: ModelKeeper
+
+    def __post_init__(self) -> None:
+        study = self.run.study
+        self.splits = [(r, f) for r in range(study.cv.repeats) for f in range(study.cv.folds)]
+        self.extra_metrics = [self.plugins.metrics.get(m) for m in study.metrics.extra]
+
+
 def run_tuner_search(
-    run: RunContext, plugins: Plugins, console: Console | None = None, workers: int = 1
+    run: RunContext, plugins: Plugins, console: Console | None = None, workers: int = 1, *,
+    stop: StopToken | None = None,
 ) -> dict[str, str]:
     """Run every candidate's keras-tuner search; resumes the tuner's saved state and reuses records.
 
     Returns the candidates whose every trial failed, each with its last error (the others still run).
+    ``stop``: checked between epochs; a request stops the search with KeyboardInterrupt.
     """
     if workers > 1:
         raise HarnessError('several workers need search.engine = "optuna"; keras_tuner runs in one process.')
-    study = run.study
     console = console or Console(stderr=True)
-    records = RecordStore(run.results_dir)
-    splits = [(r, f) for r in range(study.cv.repeats) for f in range(study.cv.folds)]
-    extra_metrics = [plugins.metrics.get(m) for m in study.metrics.extra]
-    goal = direction(study, plugins)
     failures: dict[str, str] = {}
-
-    with _Progress(console) as progress:
-        for candidate in study.candidates:
-            sid = search_id(study, candidate)
-            spec = plugins.models.get(candidate.model)
-            errors: list[str] = []
-
-            def evaluate(trial, candidate=candidate, sid=sid, spec=spec) -> float:
-                number = int(trial.trial_id)
-                sampled = sampled_values(candidate.space, trial.hyperparameters.values)
-                params, train = effective_params(candidate, sampled)
-                cid = config_id(sid, sampled)
-                trial_records: list[FoldRecord] = []
-                progress.bars.update(progress.folds, total=len(splits), completed=0)
-                try:
-                    for step, (repeat, fold) in enumerate(splits):
-                        trial_records.append(fold_record(
-                            run, plugins, records, spec, candidate, params, train, sampled, sid, cid, number,
-                            repeat, fold, extra_metrics, progress,
-                        ))
-                        progress.bars.update(progress.folds, completed=step + 1)
-                except HarnessError as exc:
-                    errors.append(str(exc))
-                    console.print(f"[red]{candidate.name} trial {number} failed:[/] {exc}")
-                    _trial_end(plugins, run, candidate, number, "failed", None, sampled, trial_records)
-                    raise kt.errors.FailedTrialError(str(exc)) from exc
-                value = float(np.mean([r.metrics[study.metrics.objective] for r in trial_records]))
-                _trial_line(console, "", candidate, number, "complete", value, sampled, trial_records, study)
-                _trial_end(plugins, run, candidate, number, "complete", value, sampled, trial_records)
-                progress.bars.advance(progress.trials)
-                return value
-
-            with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner prints "Reloading Tuner from ..."
-                tuner = FoldTuner(
-                    evaluate,
-                    oracle=make_oracle(study, candidate, goal),
-                    directory=str(run.results_dir / TUNER_DIR),
-                    project_name=f"{sid}-{study.search.oracle}",
-                    overwrite=False,
-                )
-            done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
-            progress.bars.update(
-                progress.trials, description=f"{candidate.name}: trials", total=study.search.trials, completed=done
-            )
-            try:
-                tuner.search(verbose=0)
-            except RuntimeError as exc:  # keras-tuner gives up after consecutive failed trials
-                errors += [] if errors else [str(exc)]  # the trials' own error says more
-            if not any(t.status == "COMPLETED" for t in tuner.oracle.trials.values()):
-                failures[candidate.name] = errors[-1] if errors else "no keras-tuner trial completed"
+    with SearchProgress(console) as progress:
+        session = TunerSession(run, plugins, RecordStore(run.results_dir), progress, stop or StopToken(), ModelKeeper())
+        for candidate in run.study.candidates:
+            error = _search_candidate(session, candidate)
+            if error is not None:
+                failures[candidate.name] = error
     return failures
+
+
+def _search_candidate(session: TunerSession, candidate: Candidate) -> str | None:
+    """One candidate's keras-tuner search; the reason it failed when no trial completed, else None."""
+    study, progress = session.run.study, session.progress
+    sid = search_id(study, candidate)
+    errors: list[str] = []
+    evaluate = partial(_evaluate, session, candidate, sid, session.plugins.models.get(candidate.model), errors)
+    with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner prints "Reloading Tuner from ..."
+        tuner = FoldTuner(
+            evaluate,
+            oracle=make_oracle(study, candidate, direction(study, session.plugins)),
+            directory=str(session.run.results_dir / TUNER_DIR),
+            project_name=f"{sid}-{study.search.oracle}",
+            overwrite=False,
+        )
+    done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    progress.bars.update(
+        progress.trials, description=f"{candidate.name}: trials", total=study.search.trials, completed=done
+    )
+    try:
+        tuner.search(verbose=0)
+    except RuntimeError as exc:  # keras-tuner gives up after consecutive failed trials
+        errors += [] if errors else [str(exc)]  # the trials' own error says more
+    if not any(t.status == "COMPLETED" for t in tuner.oracle.trials.values()):
+        return errors[-1] if errors else "no keras-tuner trial completed"
+    return None
+
+
+def _evaluate(session: TunerSession, candidate: Candidate, sid: str, spec, errors: list[str], trial) -> float:
+    """One keras-tuner trial: the configuration on every fold (see harness.search.trial); its mean objective."""
+    number = int(trial.trial_id)
+    sampled = sampled_values(candidate.space, trial.hyperparameters.values)
+    params, train = effective_params(candidate, sampled)
+    context = TrialContext(
+        session.run, session.plugins, session.records, candidate, spec, params, train, sampled, sid,
+        config_id(sid, sampled), number, session.extra_metrics, session.progress, session.stop,
+        keeper=session.keeper,
+    )
+    try:
+        return run_trial(context, session.splits)
+    except HarnessError as exc:
+        errors.append(str(exc))
+        session.progress.console.print(f"[red]{candidate.name} trial {number} failed:[/] {exc}")
+        trial_end(context, "failed", None)
+        raise kt.errors.FailedTrialError(str(exc)) from exc
 
 
 class FoldTuner(kt.Tuner):

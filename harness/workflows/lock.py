@@ -1,0 +1,49 @@
+"""The run lock: one `harness run` at a time holds a results folder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+from harness.core.locks import Timeout, exclusive
+from harness.errors import HarnessError, file_system_error
+
+#: The lock file a `harness run` holds in its results folder while it runs.
+LOCK_FILE = ".run.lock"
+
+
+@contextlib.contextmanager
+def run_lock(results_dir: Path) -> Iterator[None]:
+    """Hold the results folder for this run: a second `harness run` on it is refused (its workers
+    are this run's). The lock goes with the process, however it ends."""
+    path = results_dir / LOCK_FILE
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(exclusive(path, timeout=0))
+    except Timeout:  # a TimeoutError, so an OSError: caught first
+        raise HarnessError(
+            f"{results_dir} is in use by another `harness run` ({_holder(path)}). Wait for it to finish, or give "
+            "this run another --results folder; to share one search between processes, use --workers N."
+        ) from None
+    except OSError as exc:
+        raise file_system_error(exc) from None
+    with held:
+        _write_holder(path)
+        yield
+
+
+def _write_holder(path: Path) -> None:
+    """Say in the lock file who holds it, for the message a second run gets."""
+    with path.open("r+") as handle:
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "another process"
+    except OSError:
+        return "another process"
