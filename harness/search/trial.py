@@ -101,8 +101,8 @@ def fold_record(trial: TrialContext, repeat: int, fold: int) -> FoldRecord:
 
 
 def _run_fold(trial: TrialContext, repeat: int, fold: int) -> FoldRecord:
-    study, dataset, progress, train = trial.run.study, trial.run.dataset, trial.progress, trial.train
     trial.stop.raise_if_requested()
+    study, dataset, progress, train = trial.run.study, trial.run.dataset, trial.progress, trial.train
     train_idx, val_idx = fold_indices(trial.run.folds, repeat, fold)
     progress.bars.update(progress.epochs, total=train.total_epochs, completed=0)
 
