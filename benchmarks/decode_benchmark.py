@@ -56,7 +56,7 @@ def keras_epoch(folder: Path, size: int) -> tuple[float, float]:
 
 
 def harness_load(paths: list[str], cache: Path, size: int, workers: int | None) -> tuple[float, float]:
-    from harness.data.images import ImageStore
+    from harness.data.image_store import ImageStore
 
     start = _clock()
     store = ImageStore(cache, workers=workers, progress=False)

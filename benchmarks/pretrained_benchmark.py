@@ -54,7 +54,7 @@ def images_of(folders: list[Path], per_class: int) -> tuple[list[str], np.ndarra
 
 
 def decode(paths: list[str], size: int, cache: Path) -> np.ndarray:
-    from harness.data.images import ImageStore
+    from harness.data.image_store import ImageStore
 
     store = ImageStore(cache, progress=False)
     try:

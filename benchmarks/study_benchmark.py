@@ -240,7 +240,7 @@ def floor(paths: list[str], model_name: str, classes: int, size: int, cache: Pat
     """Cold decode (harness decoder, empty cache) and one pass of the harness's own extractor for
     the model (image → preprocessing → backbone → pooling) over the same images."""
     from harness.training.features import split_model
-    from harness.data.images import ImageStore
+    from harness.data.image_store import ImageStore
     from harness.plugins import get_plugins
     from harness.specs import BuildContext
     from harness.training.train import forward_pass
@@ -270,7 +270,7 @@ def fine_tune_floor(paths: list[str], folds_csv: Path, records: list[dict], args
 
     from harness.toolkit.backbones import find_backbone, first_trainable_layer, set_base_trainable
     from harness.training.boundary import split_at_boundary
-    from harness.data.images import ImageStore
+    from harness.data.image_store import ImageStore
     from harness.plugins import get_plugins
     from harness.specs import BuildContext
     from harness.training.train import forward_pass

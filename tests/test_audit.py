@@ -19,7 +19,8 @@ from harness.cli import main
 from harness.config.study import CVConfig, DatasetConfig
 from harness.data.dataset import HASH_COLUMNS, load_dataset
 from harness.data.folds import make_folds
-from harness.data.images import perceptual_hash, probe_file
+from harness.data.hashing import perceptual_hash
+from harness.data.probes import probe_file
 from harness.plugins import get_plugins
 from harness.specs import DatasetContext
 

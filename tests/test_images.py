@@ -12,8 +12,12 @@ import pytest
 from fixtures.image_layouts import ODD_FILES, noise, odd_files, write_image
 from PIL import Image
 
-from harness.data import images
-from harness.data.images import ImageStore, decode_file, hash_distances, is_ignored, probe_file
+from harness.core.choices import NEAR_DUPLICATES
+from harness.data import hashing, image_store, images, near_pairs, probes
+from harness.data.image_store import ImageStore
+from harness.data.images import decode_file, is_ignored
+from harness.data.near_pairs import hash_distances
+from harness.data.probes import probe_file
 
 
 @pytest.fixture
@@ -106,9 +110,9 @@ def test_perceptual_hash_matches_resized_copies_not_other_images():
     buffer = io.BytesIO()
     original.save(buffer, format="JPEG", quality=60)
     recompressed = Image.open(buffer).convert("RGB")
-    hashes = [images.perceptual_hash(i) for i in (original, smaller, recompressed, noise("b", size=32))]
+    hashes = [hashing.perceptual_hash(i) for i in (original, smaller, recompressed, noise("b", size=32))]
     distances = hash_distances(hashes)
-    limit = images.NEAR_DUPLICATES * images.HASH_BITS
+    limit = NEAR_DUPLICATES * hashing.HASH_BITS
     assert distances[0, 1] <= limit and distances[0, 2] <= limit
     assert distances[0, 3] > 3 * limit
 
@@ -121,8 +125,8 @@ def _no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(images, "decode", refuse)
-    monkeypatch.setattr(images, "probe_bytes", refuse)
+    monkeypatch.setattr(image_store, "decode", refuse)
+    monkeypatch.setattr(image_store, "probe_bytes", refuse)
 
 
 def test_store_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
@@ -152,8 +156,8 @@ def test_a_removed_bundle_is_decoded_again(tmp_path, monkeypatch):
     cold = np.array(store.pixels(paths, hashes, (8, 8)))
     store.bundle_path(hashes, (8, 8), "stretch").unlink()
     calls = []
-    real = images.decode
-    monkeypatch.setattr(images, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = image_store.decode
+    monkeypatch.setattr(image_store, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert np.array_equal(store.pixels(paths[:2], hashes[:2], (8, 8)), cold[:2])
     assert len(calls) == 2
 
@@ -168,7 +172,7 @@ def test_probe_with_a_size_decodes_each_file_once(tmp_path, monkeypatch):
 
 def test_probe_arrays_beyond_the_memory_budget_are_saved_not_decoded_twice(tmp_path, monkeypatch):
     paths = _images(tmp_path / "img", 4)
-    monkeypatch.setattr(images, "FRESH_BYTES", 8 * 8 * 3 * 2)  # room for two arrays in memory
+    monkeypatch.setattr(image_store, "FRESH_BYTES", 8 * 8 * 3 * 2)  # room for two arrays in memory
     store = ImageStore(tmp_path / "cache", workers=1)
     hashes = [p.hash for p in store.probe(paths, (8, 8))]
     assert len(list((tmp_path / "cache" / "pixels").rglob("*.npy"))) == 2
@@ -217,8 +221,8 @@ def test_store_identical_content_is_decoded_once(tmp_path, monkeypatch):
     probes = store.probe([*paths, str(copy)])
     assert probes[0].hash == probes[1].hash
     calls = []
-    real = images.decode
-    monkeypatch.setattr(images, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = image_store.decode
+    monkeypatch.setattr(image_store, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
     pixels = store.pixels([*paths, str(copy)], [p.hash for p in probes], (8, 8))
     assert np.array_equal(pixels[0], pixels[1]) and len(calls) == 1
 
@@ -248,45 +252,45 @@ def test_orientations_are_pillows_transposes():
               Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.TRANSPOSE,
               Image.Transpose.TRANSVERSE]
     pixels = np.asarray(picture)
-    for (name, turn), method in zip(images.ORIENTATIONS, pillow):
+    for (name, turn), method in zip(hashing.ORIENTATIONS, pillow):
         expected = pixels if method is None else np.asarray(picture.transpose(method))
         assert np.array_equal(turn(pixels), expected), name
-    turns = [turn for _, turn in images.ORIENTATIONS]
+    turns = [turn for _, turn in hashing.ORIENTATIONS]
     for a in range(8):
         for b in range(8):  # a copy turned by relative_orientation(a, b), then by b, is the original turned by a
-            assert np.array_equal(turns[b](turns[images.relative_orientation(a, b)](pixels)), turns[a](pixels))
+            assert np.array_equal(turns[b](turns[hashing.relative_orientation(a, b)](pixels)), turns[a](pixels))
 
 
 @pytest.mark.parametrize("shape", [(5, 7, 3), (6, 6, 3)])
 def test_pixel_hash_is_shared_by_every_orientation_and_tells_the_turn(shape):
     pixels = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
-    digest, canonical = images.pixel_hash(pixels)
-    for k, (name, turn) in enumerate(images.ORIENTATIONS):
+    digest, canonical = hashing.pixel_hash(pixels)
+    for k, (name, turn) in enumerate(hashing.ORIENTATIONS):
         turned = np.ascontiguousarray(turn(pixels))
-        other, other_canonical = images.pixel_hash(turned)
+        other, other_canonical = hashing.pixel_hash(turned)
         assert other == digest, name
-        assert images.relative_orientation(canonical, other_canonical) == k, name
+        assert hashing.relative_orientation(canonical, other_canonical) == k, name
     changed = pixels.copy()
     changed[-1, -1, -1] ^= 1
-    assert images.pixel_hash(changed)[0] != digest
-    assert images.pixel_hash(pixels[:, :-1])[0] != digest
+    assert hashing.pixel_hash(changed)[0] != digest
+    assert hashing.pixel_hash(pixels[:, :-1])[0] != digest
 
 
 def test_pixel_hash_of_a_symmetric_image_names_no_turn_between_equal_copies():
     flat = np.full((4, 4, 3), 7, dtype=np.uint8)
-    (a, turn_a), (b, turn_b) = images.pixel_hash(flat), images.pixel_hash(flat.copy())
-    assert a == b and images.relative_orientation(turn_a, turn_b) == 0
+    (a, turn_a), (b, turn_b) = hashing.pixel_hash(flat), hashing.pixel_hash(flat.copy())
+    assert a == b and hashing.relative_orientation(turn_a, turn_b) == 0
 
 
 def _brute_force_pairs(oriented, max_bits):
     """Every pair's least distance over both directions and all turns, and the turn from first to second."""
-    words = images._hash_words([h for row in oriented for h in row]).reshape(len(oriented), len(oriented[0]), -1)
+    words = near_pairs._hash_words([h for row in oriented for h in row]).reshape(len(oriented), len(oriented[0]), -1)
     found = {}
     for a in range(len(oriented)):
         for b in range(a + 1, len(oriented)):
             # b upright = a turned k: b is a turned k; a upright = b turned k: b is a turned back
             tries = [(int(np.bitwise_count(words[b, 0] ^ words[a, k]).sum()), k) for k in range(len(oriented[0]))]
-            tries += [(int(np.bitwise_count(words[a, 0] ^ words[b, k]).sum()), int(images._INVERSE[k]))
+            tries += [(int(np.bitwise_count(words[a, 0] ^ words[b, k]).sum()), int(hashing._INVERSE[k]))
                       for k in range(len(oriented[0]))]
             bits, turn = min(tries)
             if bits <= max_bits:
@@ -302,8 +306,8 @@ def _flipped(hex_hash, rng, share):
 @pytest.mark.parametrize("block", [1, 50, 1 << 18])
 @pytest.mark.parametrize("sparse", [1, 10**9])  # pairs left after the first words: always / never few enough
 def test_near_pairs_find_what_a_brute_force_search_finds_in_any_orientation(monkeypatch, block, sparse):
-    monkeypatch.setattr(images, "_BLOCK", block)
-    monkeypatch.setattr(images, "_SPARSE", sparse)
+    monkeypatch.setattr(near_pairs, "_BLOCK", block)
+    monkeypatch.setattr(near_pairs, "_SPARSE", sparse)
     rng = np.random.default_rng(5)
     oriented = [tuple(rng.bytes(48).hex() for _ in range(8)) for _ in range(30)]
     for source, copy, turn in ((0, 3, 1), (4, 9, 6), (10, 11, 0), (12, 20, 3)):  # copies at some turn, a few bits off
@@ -311,20 +315,20 @@ def test_near_pairs_find_what_a_brute_force_search_finds_in_any_orientation(monk
     base = oriented[25][0]
     for i in range(25, 30):  # five alike hashes: most pairs pass the first words, some are close
         oriented[i] = tuple(_flipped(base, rng, 0.05) for _ in range(8))
-    pairs = images.near_pairs(oriented, 30)
+    pairs = near_pairs.near_pairs(oriented, 30)
     found = {(int(a), int(b)): (int(bits), int(turn)) for a, b, bits, turn in zip(*pairs)}
     expected = _brute_force_pairs(oriented, 30)
     assert found == expected
     assert {(0, 3), (4, 9), (10, 11), (12, 20)} <= set(found) and len(found) > 4
     upright = [row[:1] for row in oriented]  # compared as is only
-    as_is = images.near_pairs(upright, 30)
+    as_is = near_pairs.near_pairs(upright, 30)
     assert {(int(a), int(b)): (int(bits), int(turn)) for a, b, bits, turn in zip(*as_is)} == _brute_force_pairs(upright, 30)
     assert (10, 11) in zip(as_is.first.tolist(), as_is.second.tolist())
 
 
 def test_an_old_probe_cache_is_probed_again_not_misread(tmp_path):
     path = _images(tmp_path / "img", 1)[0]
-    digest = images.content_hash(Path(path).read_bytes())
+    digest = hashing.content_hash(Path(path).read_bytes())
     stat = os.stat(path)
     (tmp_path / "cache").mkdir()
     old = sqlite3.connect(tmp_path / "cache" / f"index-v{images.DECODER_VERSION}.sqlite3")
@@ -338,7 +342,7 @@ def test_an_old_probe_cache_is_probed_again_not_misread(tmp_path):
     old.commit()
     old.close()
     probe = ImageStore(tmp_path / "cache", workers=1).probe([path])[0]
-    assert probe == images.probe_file(path)
+    assert probe == probes.probe_file(path)
     assert probe.pixel_hash and len(probe.oriented_phashes) == 8 and probe.phash == probe.oriented_phashes[0]
     again = ImageStore(tmp_path / "cache", workers=1).cached([digest])[digest]  # the new probe, stored
     assert again == probe

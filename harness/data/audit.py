@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import HarnessError
-from harness.data.images import HASH_BITS
+from harness.data.hashing import HASH_BITS
 from harness.data.leakage import Leakage, find_leakage, plural
 
 if TYPE_CHECKING:
@@ -37,14 +37,23 @@ def audit(dataset: Dataset, cv: CVConfig, source: str, name: str | None = None) 
 
     Files are named by sample id: for datasets of folders, the path relative to the dataset's root.
     """
-    from harness.data.dataset import apply_small_class_policy
-    from harness.data.folds import make_folds
+    leakage: Leakage = dataset.leakage or find_leakage(dataset.table, 0)
+    report = _counts(dataset, leakage, source, name) | _files(dataset) | _duplicates(dataset.table, leakage)
+    problems = [f"skipped {s['path']}: {s['reason']}" for s in report["skipped"]]
+    problems += [f"{m['file']}: {_misnamed_text(m)}" for m in report["misnamed"]]
+    problems += [f"{item['path']}: {item['note']}" for item in report["layout"]]
+    problems += _duplicate_problems(report, leakage)
+    report["folds"] = _fold_balance(dataset, cv, problems)
+    report["problems"] = problems
+    return report
 
+
+def _counts(dataset: Dataset, leakage: Leakage, source: str, name: str | None) -> dict[str, Any]:
+    """The dataset's size: images, classes, groups, and images per class and split."""
     table = dataset.table
-    labels = dict(zip(table["id"], table["label"]))
-    splits = dict(zip(table["id"], table["split"])) if "split" in table.columns else {}
-    leakage: Leakage = dataset.leakage or find_leakage(table, 0)
-    report: dict[str, Any] = {
+    splits = sorted(table["split"].unique()) if "split" in table.columns else []
+    counts = pd.crosstab(table["label"], table["split"]) if splits else table.groupby("label").size().to_frame("n")
+    return {
         "dataset": name or dataset.name,
         "source": source,
         "images": len(table),
@@ -52,24 +61,36 @@ def audit(dataset: Dataset, cv: CVConfig, source: str, name: str | None = None) 
         "groups": int(table["group"].nunique()),
         "near_duplicate_bits": leakage.threshold_bits,
         "hash_bits": HASH_BITS,
+        "splits": splits,
+        "counts": {
+            c: {s: int(counts.at[c, s]) for s in splits} | {"total": int(counts.loc[c].sum())}
+            for c in dataset.classes
+        },
     }
-    report["splits"] = sorted(table["split"].unique()) if splits else []
-    counts = pd.crosstab(table["label"], table["split"]) if splits else table.groupby("label").size().to_frame("n")
-    report["counts"] = {
-        c: {s: int(counts.at[c, s]) for s in report["splits"]} | {"total": int(counts.loc[c].sum())}
-        for c in dataset.classes
-    }
+
+
+def _files(dataset: Dataset) -> dict[str, Any]:
+    """Formats, files named with another format's extension, skipped files and layout notes."""
+    table = dataset.table
+    found: dict[str, Any] = {}
     if dataset.store is not None and "hash" in table.columns:
         probes = dataset.store.cached(table["hash"].unique().tolist())
         formats = table["hash"].map(lambda h: probes[h].format)
         kinds = table["hash"].map(lambda h: f"{probes[h].format} {probes[h].mode}")
-        report["formats"] = {k: int(v) for k, v in kinds.value_counts().items()}  # images, not unique files
-        report["misnamed"] = _misnamed(table["id"], table["path"], formats)
+        found["formats"] = {k: int(v) for k, v in kinds.value_counts().items()}  # images, not unique files
+        found["misnamed"] = _misnamed(table["id"], table["path"], formats)
     else:
-        report["misnamed"] = []
+        found["misnamed"] = []
     shown = _shown_paths(dataset)
-    report["skipped"] = [{"path": shown.get(str(p), str(p)), "reason": r} for p, r in dataset.skipped]
-    report["layout"] = [{"path": p, "note": note} for p, note in getattr(dataset.samples, "layout_notes", [])]
+    found["skipped"] = [{"path": shown.get(str(p), str(p)), "reason": r} for p, r in dataset.skipped]
+    found["layout"] = [{"path": p, "note": note} for p, note in getattr(dataset.samples, "layout_notes", [])]
+    return found
+
+
+def _duplicates(table: pd.DataFrame, leakage: Leakage) -> dict[str, Any]:
+    """Exact-duplicate sets, near-duplicate pairs and copy groups, with their classes and splits."""
+    labels = dict(zip(table["id"], table["label"]))
+    splits = dict(zip(table["id"], table["split"])) if "split" in table.columns else {}
 
     def entry(members: list[str]) -> dict[str, Any]:
         classes = sorted({labels[i] for i in members})
@@ -78,21 +99,27 @@ def audit(dataset: Dataset, cv: CVConfig, source: str, name: str | None = None) 
             item["splits"] = sorted({splits[i] for i in members})
         return item | {"rotated_or_mirrored": leakage.turned(members)}
 
-    report["exact_duplicates"] = [
-        entry(m) | {"matches": {i: match.describe() for i, match in leakage.matches_of(m).items()}} for m in leakage.exact
-    ]
-    report["near_duplicates"] = [
-        entry([a, b]) | {"bits": bits, "orientation": leakage.matches_of([a, b])[b].describe()} for a, b, bits in leakage.near
-    ]
-    report["copy_groups"] = [entry(m) for m in leakage.copies]
-    problems = [f"skipped {s['path']}: {s['reason']}" for s in report["skipped"]]
-    problems += [f"{m['file']}: {_misnamed_text(m)}" for m in report["misnamed"]]
-    problems += [f"{item['path']}: {item['note']}" for item in report["layout"]]
+    return {
+        "exact_duplicates": [
+            entry(m) | {"matches": {i: match.describe() for i, match in leakage.matches_of(m).items()}}
+            for m in leakage.exact
+        ],
+        "near_duplicates": [
+            entry([a, b]) | {"bits": bits, "orientation": leakage.matches_of([a, b])[b].describe()}
+            for a, b, bits in leakage.near
+        ],
+        "copy_groups": [entry(m) for m in leakage.copies],
+    }
+
+
+def _duplicate_problems(report: dict[str, Any], leakage: Leakage) -> list[str]:
+    """Duplicates across classes, or across the layout's splits: each one problem."""
 
     def joined(members: list[str]) -> str:
         matches = leakage.matches_of(members)
         return " = ".join(f"{i} ({matches[i].describe()})" if i in matches and matches[i].turned else i for i in members)
 
+    problems = []
     sets = [("exact duplicate", m, item) for m, item in zip(leakage.exact, report["exact_duplicates"])]
     sets += [("near duplicate", [a, b], item) for (a, b, _), item in zip(leakage.near, report["near_duplicates"])]
     for what, members, item in sets:
@@ -103,21 +130,28 @@ def audit(dataset: Dataset, cv: CVConfig, source: str, name: str | None = None) 
                 f"{what} across the layout's splits {item['splits']} (harness's folds keep them together; "
                 f"a model trained on the given split would see it twice): {joined(members)}"
             )
-    report["folds"] = {"scheme": cv.scheme, "folds": cv.folds, "seed": cv.seed}
+    return problems
+
+
+def _fold_balance(dataset: Dataset, cv: CVConfig, problems: list[str]) -> dict[str, Any]:
+    """The folds' images per class and groups split across folds; their notes and errors go to ``problems``."""
+    from harness.data.dataset import apply_small_class_policy
+    from harness.data.folds import make_folds
+
+    report: dict[str, Any] = {"scheme": cv.scheme, "folds": cv.folds, "seed": cv.seed}
     try:
         fold_data, notes = apply_small_class_policy(dataset, cv)
         problems += notes[len(dataset.notes):]  # the leakage notes are the sections above
         folds = make_folds(fold_data, cv)
         balance = folds.groupby(["label", "repeat_0"]).size().unstack(fill_value=0)
         names = {0: "validation", 1: "train only"} if cv.scheme == "holdout" else {}
-        report["folds"]["columns"] = [names.get(int(f), f"fold {f}") for f in balance.columns]
-        report["folds"]["per_class"] = {c: [int(v) for v in row] for c, row in balance.iterrows()}
+        report["columns"] = [names.get(int(f), f"fold {f}") for f in balance.columns]
+        report["per_class"] = {c: [int(v) for v in row] for c, row in balance.iterrows()}
         straddling = folds.groupby("group")["repeat_0"].nunique()
-        report["folds"]["groups_split_across_folds"] = int((straddling > 1).sum())
+        report["groups_split_across_folds"] = int((straddling > 1).sum())
     except HarnessError as exc:
-        report["folds"]["error"] = str(exc)
+        report["error"] = str(exc)
         problems.append(str(exc))
-    report["problems"] = problems
     return report
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from harness.data import images
+from harness.data.image_store import ImageStore
 from harness.data.leakage import find_leakage
 from harness.config.study import CVConfig, DatasetConfig
 from harness.errors import HarnessError
@@ -20,7 +21,7 @@ from harness.specs import DatasetContext, Samples
 #: Columns the core fills or reads; the rest are metadata (extra model inputs). ``hash`` is the
 #: file's content hash, ``pixel_hash`` one of its pixels in any orientation (``pixel_orientation``
 #: the turn it took), ``phash`` its perceptual hash and ``oriented_phashes`` that in each orientation
-#: (see harness.data.images.Probe).
+#: (see harness.data.probes.Probe).
 HASH_COLUMNS = ("hash", "pixel_hash", "pixel_orientation", "phash", "oriented_phashes")
 CORE_COLUMNS = ("id", "label", "group", "split", "path", *HASH_COLUMNS)
 
@@ -36,7 +37,7 @@ class Dataset:
     samples: Samples
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: The decode-once cache (datasets of files), the resize policy, and what ties images together.
-    store: images.ImageStore | None = field(default=None, repr=False)
+    store: ImageStore | None = field(default=None, repr=False)
     resize: str = "stretch"
     leakage: Any = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
@@ -60,7 +61,7 @@ class Dataset:
             if self.samples.pixels is not None:
                 pixels = np.asarray(self.samples.pixels(self.table, size))
             else:
-                store = self.store or images.ImageStore(images_cache_dir())
+                store = self.store or ImageStore(images_cache_dir())
                 pixels = store.pixels(self.table["path"].tolist(), self.table["hash"].tolist(), size, self.resize)
             expected = (len(self.table), size[0], size[1], 3)
             if pixels.shape != expected or pixels.dtype != np.uint8:
@@ -112,7 +113,7 @@ def load_dataset(config: DatasetConfig, plugins: Plugins, context: DatasetContex
     skipped: list[tuple[str, str]] = []
     store = None
     if samples.pixels is None:
-        store = images.ImageStore(context.cache_dir)
+        store = ImageStore(context.cache_dir)
         table["path"] = table["path"].astype(str)
         probes = store.probe(table["path"].tolist(), config.image_size, config.resize)
         skipped = [(p, probe.reason) for p, probe in zip(table["path"], probes) if not probe.ok]

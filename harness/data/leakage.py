@@ -16,7 +16,8 @@ from scipy.sparse.csgraph import connected_components
 
 from harness.core.choices import NEAR_DUPLICATES
 from harness.toolkit.text import plural  # noqa: F401 (public in the toolkit; audit imports it from here)
-from harness.data.images import HASH_BITS, ORIENTATIONS, near_pairs, relative_orientation
+from harness.data.hashing import HASH_BITS, ORIENTATIONS, relative_orientation
+from harness.data.near_pairs import near_pairs
 
 #: Kinds of duplicate: files of identical bytes, or of the same pixels, or near duplicates.
 IDENTICAL_BYTES, SAME_PIXELS, SIMILAR = "identical bytes", "same pixels", "similar"
@@ -26,7 +27,7 @@ class Match(NamedTuple):
     """How one image of a duplicate set is another: the kind of match, and the turn from one to the other."""
 
     kind: str  # IDENTICAL_BYTES, SAME_PIXELS or SIMILAR (near duplicates)
-    orientation: int = 0  # index into harness.data.images.ORIENTATIONS
+    orientation: int = 0  # index into harness.data.hashing.ORIENTATIONS
 
     @property
     def turned(self) -> bool:
