@@ -86,3 +86,37 @@ def test_the_growth_budget_is_read_through_the_settings(monkeypatch):
     assert memory.growth_budget_mb() == 300 and MemoryGuard().budget_mb == 300
     monkeypatch.setenv(memory.GROWTH_ENV, "not a number")
     assert memory.growth_budget_mb() == memory.DEFAULT_GROWTH_MB
+
+
+def test_atomic_writer_streams_into_place_and_leaves_the_old_file_on_a_fault(tmp_path):
+    import numpy as np
+    import pytest
+
+    from harness.core.files import atomic_write, atomic_writer
+
+    target = tmp_path / "array.npy"
+    atomic_write(target, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(target, fsync=False) as fh:
+            fh.write(b"half of a new")
+            raise RuntimeError("the disk filled up")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["array.npy"]
+    with atomic_writer(target) as fh:
+        np.save(fh, np.arange(5), allow_pickle=False)
+    assert np.load(target).tolist() == [0, 1, 2, 3, 4] and [p.name for p in tmp_path.iterdir()] == ["array.npy"]
+
+
+def test_names_moved_out_of_images_and_storage_still_import_for_a_release():
+    import pytest
+
+    from harness.data import images
+    from harness.data.image_store import ImageStore
+    from harness.results import storage
+    from harness.results.optuna_storage import open_storage
+
+    with pytest.warns(DeprecationWarning, match="harness.data.image_store.ImageStore"):
+        assert images.ImageStore is ImageStore
+    with pytest.warns(DeprecationWarning, match="harness.results.optuna_storage.open_storage"):
+        assert storage.open_storage is open_storage
+    with pytest.raises(AttributeError):
+        images.no_such_name  # noqa: B018
