@@ -1,11 +1,14 @@
 """Study files: every user mistake is one clear line with file, key and a suggestion; exit code 2."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from harness.cli import main
-from harness.config.study import load_study
+from harness.config.study import TRAIN_KEYS, CVConfig, FineTune, TrainConfig, load_study
+from harness.errors import HarnessError
 from harness.plugins import get_plugins
 
 from conftest import tiny_study_text
@@ -129,3 +132,134 @@ def test_a_boundary_cache_budget_that_is_no_size_is_one_line(tmp_path, capsys):
 def test_heartbeat_grace_must_outlast_the_beat(tmp_path, capsys):
     text = tiny_study_text().replace("[search]", "[search]\nheartbeat_seconds = 10\ngrace_seconds = 5")
     _fails(tmp_path, capsys, text, "search.grace_seconds", "longer than search.heartbeat_seconds")
+
+
+def _replace(old: str, new: str, text: str | None = None) -> str:
+    text = tiny_study_text() if text is None else text
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def _train(setting: str) -> str:
+    return _replace("batch_size = 8", f"batch_size = 8\n{setting}")
+
+
+_HEAD = tiny_study_text().split("[[candidates]]")[0]
+# Each line exactly as the hand-written checks of harness 0.1 worded it: the pydantic schema's
+# errors are translated back into these (file, dotted key, what was expected, did-you-mean).
+EXACT_MESSAGES = {
+    "top-level key": (
+        _replace("[search]", "[serch]"),
+        "serch: unknown key 'serch'. Did you mean 'search'? Allowed here: study, dataset, candidates, cv, train, search, metrics.",
+    ),
+    "table that is no table": ("study = 3\n" + _HEAD.replace('[study]\nname = "tiny"\nseed = 7\n', ""), "study: expected a table, got 3."),
+    "missing table": ("[[candidates]]\nmodel = 'cnn5'\n", "dataset: missing key; this key is required."),
+    "no candidates": (_HEAD + "candidates = []\n", "metrics.candidates: unknown key 'candidates'. Allowed here: objective, top_k, extra."),
+    "study name": (_replace('name = "tiny"', 'name = "a/b"'), 'study.name: "a/b" cannot name a results folder; use letters, digits, - and _.'),
+    "dataset parameter key": (
+        _replace('name = "synthetic"', 'name = "synthetic"\nclases = 3'),
+        "dataset.clases: unknown key 'clases'. Did you mean 'classes'? Allowed here: name, image_size, resize, strict, "
+        "near_duplicates, classes, images_per_class, views, locations, noise, seed.",
+    ),
+    "dataset name missing": (_replace('name = "synthetic"', ""), "dataset.name: missing key; this key is required."),
+    "integer parameter": (_replace("classes = 3", "classes = 3.0"), "dataset.classes: expected an integer, got 3.0."),
+    "image size": (
+        _replace("image_size = [16, 16]", "image_size = [16]"),
+        "dataset.image_size: expected [height, width] in pixels, e.g. [224, 224], got [16].",
+    ),
+    "at least": (_replace("folds = 2", "folds = 1"), "cv.folds: must be at least 2, got 1."),
+    "holdout folds": (
+        _replace("folds = 2", 'folds = 2\nscheme = "holdout"'),
+        'cv.folds: does not apply to cv.scheme = "holdout" (one split); remove it or use "kfold".',
+    ),
+    "choice": (
+        _replace("folds = 2", 'folds = 2\nsmall_classes = "dorp"'),
+        "cv.small_classes: unknown value \"dorp\". Did you mean 'drop'? Allowed: error, drop.",
+    ),
+    "unknown key before a bad value": (
+        _replace("folds = 2", 'folds = "x"\nfold = 3'),
+        "cv.fold: unknown key 'fold'. Did you mean 'folds'? Allowed here: folds, repeats, seed, stratified, grouped, "
+        "small_classes, scheme, validation_fraction.",
+    ),
+    "sub-table that is no table": (_train("early_stopping = 3"), "train.early_stopping: expected a table, got 3."),
+    "sub-table key": (
+        _train("early_stopping = { patiense = 3 }"),
+        "train.early_stopping.patiense: unknown key 'patiense'. Did you mean 'patience'? Allowed here: monitor, "
+        "patience, validation_fraction.",
+    ),
+    "true, false or a string": (_train("jit_compile = 1"), "train.jit_compile: expected true or false or a string, got 1."),
+    "true, false or auto": (_train('jit_compile = "yes"'), 'train.jit_compile: expected true, false or "auto", got "yes".'),
+    "number": (_train("learning_rate = true"), "train.learning_rate: expected a number, got true."),
+    "augment range": (_train("augment = { saturation = 2.0 }"), "train.augment.saturation: must be between 0 and 1, got 2.0."),
+    "fine-tune": (
+        _train("fine_tune = { from_layer = 120, last = 3 }"),
+        "train.fine_tune: give from_layer or last, not both (neither unfreezes the whole backbone).",
+    ),
+    "list item": (_replace("top_k = [1, 2, 5]", "top_k = [1, true]"), "metrics.top_k[1]: expected a whole number k >= 1, got true."),
+    "registered metric": (
+        _replace("top_k = [1, 2, 5]", 'top_k = [1]\nextra = ["f1_macr"]'),
+        "metrics.extra[0]: unknown metric 'f1_macr'. Available: balanced_accuracy, macro_f1. (`harness plugins` lists them.)",
+    ),
+    "engine setting": (
+        _replace("[search]", '[search]\nengine = "keras_tuner"\nsampler = "tpe"'),
+        'search.sampler: is Optuna\'s setting; with engine = "keras_tuner" set search.oracle.',
+    ),
+    "candidate model": (_replace('model = "cnn5"', "model = 5"), "candidates[0].model: expected a string, got 5."),
+    "candidate parameter": (tiny_study_text(extra='filters = "x"'), 'candidates[0].filters: expected a list, got "x".'),
+    "candidate training setting": (
+        tiny_study_text(extra="fine_tune = { last = 2 }\nfreeze_base = false"),
+        "candidates[0].fine_tune: fine-tuning unfreezes a frozen backbone, but freeze_base = false trains it from the start; "
+        "drop one of the two.",
+    ),
+    "second candidate": (
+        tiny_study_text() + '\n[[candidates]]\nmodel = "cnn4"\ndropout = "x"\n',
+        'candidates[1].dropout: expected a number, got "x".',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EXACT_MESSAGES))
+def test_each_mistake_is_worded_exactly_as_before(tmp_path, case):
+    text, message = EXACT_MESSAGES[case]
+    path = _write(tmp_path, text)
+    with pytest.raises(HarnessError) as caught:
+        load_study(path, get_plugins())
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_overrides_are_checked_and_recorded_with_their_source(tiny_study, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HarnessError) as caught:
+        load_study(tiny_study, get_plugins(), {"image_size": [0, 3]})
+    assert str(caught.value) == f"{tiny_study}: image size override: expected [height, width] in pixels, e.g. [224, 224], got [0, 3]."
+    monkeypatch.setenv("HARNESS_WEIGHTS", "nope.h5")
+    with pytest.raises(HarnessError) as caught:
+        load_study(tiny_study, get_plugins())
+    assert str(caught.value) == (
+        f'{tiny_study}: HARNESS_WEIGHTS / --weights: weights file {tmp_path / "nope.h5"} not found; give "imagenet", '
+        '"none" or an existing file.'
+    )
+    monkeypatch.setenv("HARNESS_WEIGHTS", "None")
+    study = load_study(tiny_study, get_plugins(), {"epochs": 1, "image_size": 20})
+    assert study.overrides == {
+        "epochs": {"value": 1, "from": "--epochs"},
+        "image_size": {"value": 20, "from": "--image-size"},
+        "weights": {"value": "none", "from": "$HARNESS_WEIGHTS"},
+    }
+    assert study.train.weights == "none" and study.candidates[0].image_size == (20, 20)
+    assert load_study(tiny_study, get_plugins(), {"weights": "imagenet"}).train.weights == "imagenet"  # the command line wins
+
+
+def test_code_builds_the_tables_as_before_and_gets_the_same_checks():
+    train = TrainConfig(epochs=2, learning_rate=1, fine_tune=FineTune(last=2))
+    assert train.learning_rate == 1.0 and isinstance(train.learning_rate, float) and train.total_epochs == 12
+    smaller = dataclasses.replace(train, batch_size=4)
+    assert smaller.batch_size == 4 and smaller.fine_tune == FineTune(last=2) and train.batch_size == 32
+    assert CVConfig(scheme="holdout").folds == 1 and CVConfig(folds=5, seed=1).seed == 1
+    assert TRAIN_KEYS[:3] == ("epochs", "batch_size", "optimizer")
+    with pytest.raises(ValidationError, match="Did you mean 'adam'"):
+        TrainConfig(optimizer="adm")
+    with pytest.raises(ValidationError, match="freeze_base = false"):
+        TrainConfig(freeze_base=False, fine_tune=FineTune())
+    with pytest.raises(ValidationError):
+        CVConfig(folds=1)
