@@ -91,12 +91,6 @@ def layer_index(body, name: str) -> int:
     return [layer.name for layer in base.layers].index(name)
 
 
-@pytest.fixture(autouse=True)
-def _every_fallback_logs(monkeypatch):
-    """Each test sees its fallback lines, though a process says each reason once."""
-    monkeypatch.setattr("harness.training.boundary._said", set())
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("boundary_data")

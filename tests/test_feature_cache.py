@@ -236,10 +236,10 @@ def test_feature_pass_matches_predict_and_with_tensorflow_is_traced_once_not_pre
     # float rows too (augmented views are float32 images)
     np.testing.assert_allclose(forward_pass(extractor, images.astype("float32"), 4), expected, rtol=1e-5, atol=1e-7)
     if keras.backend.backend() == "tensorflow":
-        from harness.training.loops import _forward_passes
+        from harness.training.loops import forward_passes
 
         assert predicts == []
-        assert [f.experimental_get_tracing_count() for f in _forward_passes[extractor].values()] == [1, 1]
+        assert [f.experimental_get_tracing_count() for f in forward_passes(extractor).values()] == [1, 1]
         import gc
         import weakref
 

@@ -152,7 +152,7 @@ OUT_OF_MEMORY = [
 
 @pytest.mark.parametrize("message", OUT_OF_MEMORY)
 def test_out_of_memory_retries_the_fold_with_half_the_batch_size(monkeypatch, message):
-    from harness.training import train as training
+    from harness.training import fit as training
     tried, real = [], training._fit_fold
 
     def short_of_memory(spec, dataset, image_size, params, train, *rest):
@@ -176,7 +176,7 @@ def test_out_of_memory_retries_the_fold_with_half_the_batch_size(monkeypatch, me
 
 @pytest.mark.parametrize(("error", "batch_size"), [(ValueError("bad input"), 8), (RuntimeError(OUT_OF_MEMORY[2]), 1)])
 def test_other_errors_and_out_of_memory_at_batch_size_1_are_not_retried(monkeypatch, error, batch_size):
-    from harness.training import train as training
+    from harness.training import fit as training
     tried = []
 
     def failing(spec, dataset, image_size, params, train, *rest):

@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import shutil
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +28,15 @@ from typing import Any
 import numpy as np
 
 from harness.config.study import parse_budget  # noqa: F401  (re-exported for the budget's users)
+from harness.core import settings
+from harness.core.settings import BUDGET_ENV
 from harness.errors import HarnessError
 from harness.training.features import FeatureCache, augment_view, backbone_key, index_listings, save_rows
 
 log = logging.getLogger("harness.training.boundary")
 
-#: Environment variable: the most bytes one cut's boundary cache may add to disk, as a share of
-#: the free space where the cache lives ("50%") or a size ("20G", "500M", "0").
-BUDGET_ENV = "HARNESS_BOUNDARY_CACHE_BUDGET"
+#: ``BUDGET_ENV``, the environment variable: the most bytes one cut's boundary cache may add to disk,
+#: as a share of the free space where the cache lives ("50%") or a size ("20G", "500M", "0").
 DEFAULT_BUDGET = "50%"
 #: A cut whose frozen bottom holds less than this share of the backbone's multiply-adds saves
 #: too little per epoch to be worth a cache: the phase runs end to end.
@@ -52,7 +51,7 @@ def budget_bytes(cache_root: Path, budget: str = DEFAULT_BUDGET) -> int:
     probe = cache_root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    text = os.environ.get(BUDGET_ENV, budget)
+    text = settings.current().boundary_cache_budget or budget
     try:
         return parse_budget(text, shutil.disk_usage(probe).free)
     except ValueError as exc:
@@ -275,21 +274,14 @@ class BoundaryCache:
         )
 
 
-_said: set[str] = set()
-
-
-_BESIDE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def boundary_cache_for(features: FeatureCache) -> BoundaryCache:
     """The boundary cache of fine-tuning phases beside a feature cache (one per feature cache)."""
-    if features not in _BESIDE:
-        _BESIDE[features] = BoundaryCache(features.root.parent)
-    return _BESIDE[features]
+    return features.boundary
 
 
-def say_end_to_end(reason: str) -> None:
-    """Log, once per process and reason, why a fine-tuning phase runs end to end."""
-    if reason not in _said:
-        _said.add(reason)
+def say_end_to_end(reason: str, said: set[str]) -> None:
+    """Log why a fine-tuning phase runs end to end, unless ``said`` (the reasons already logged,
+    one set per ``ModelKeeper``: once per worker process) holds it."""
+    if reason not in said:
+        said.add(reason)
         log.warning("fine-tuning end to end, not from the boundary cache: %s", reason)

@@ -13,13 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.training.features import reset_head
+import numpy as np
 
+from harness.config.study import TrainConfig
+from harness.specs import BuildContext, ModelSpec
+from harness.training.build import compile_kept, head_steps_per_execution, load_keras, model_key, prepare_model
+from harness.training.features import backbone_key, reset_head, split_model
 
-def _keras():
-    import keras  # imported on first training, so `harness validate` stays fast
-
-    return keras
+#: Keras's counter of this name goes up by one per ``get_uid`` call and starts over at clear_session():
+#: a kept model is whole while each check finds it one above the last.
+SESSION_UID = "harness_kept_model"
 
 
 @dataclass
@@ -48,7 +51,7 @@ class FrozenSplit:
     def reset_head(self, seed: int) -> None:
         """Fresh head weights and dropout seeds from ``seed`` (see ``harness.training.features.reset_head``)."""
         if self.template is None:
-            self.template = _keras().models.clone_model(self.head)
+            self.template = load_keras().models.clone_model(self.head)
         reset_head(self.head, seed, self.template)
 
     def restore(self, seed: int) -> None:
@@ -60,6 +63,16 @@ class FrozenSplit:
             set_base_trainable(self.base, False)
             self.model.set_weights(self.initial_weights)
         self.reset_head(seed)
+
+    def compile_head(self, train: TrainConfig) -> None:
+        """Compile the head once per optimizer setting; later folds restore the optimizer's initial
+        state instead, which keeps the traced train function."""
+        if compile_kept(self, self.head, train, train.learning_rate, steps_per_execution=head_steps_per_execution()):
+            self.loops = None
+
+    def built_weights(self) -> list:
+        """The weights of the model as built (kept before any fold changes them)."""
+        return [np.array(w) for w in self.model.get_weights()]
 
 
 @dataclass
@@ -82,4 +95,49 @@ class ModelKeeper:
     def forget(self) -> None:
         """Drop the kept split model (if any) and clear the Keras session."""
         self.split = None
-        _keras().backend.clear_session(free_memory=False)
+        load_keras().backend.clear_session(free_memory=False)
+
+    def model_for_fold(self, spec: ModelSpec, context: BuildContext, train: TrainConfig, seed: int, cached: bool):
+        """``(model, base, split)`` with the head starting from ``seed``; ``split`` is set (and kept)
+        when the first phase trains the head on cached features (``cached``: it may).
+
+        The model of the last such fold is kept and reused while the configuration's model is the
+        same (only optimizer settings differ): without fine-tuning only the head changes, and with it
+        each fold restores the weights as built. The head's start depends on the seed alone, whether
+        the model is new or kept.
+        """
+        key = model_key(spec, context, train) if cached else ""
+        kept = self._whole(key) if cached else None
+        if kept is not None:
+            if train.fine_tune is not None and kept.initial_weights is None:
+                kept.initial_weights = kept.built_weights()
+            kept.restore(seed)
+            return kept.model, kept.base, kept
+        self.forget()
+        keras = load_keras()
+        # A kept model must not depend on which fold built it; its head is reset per fold anyway.
+        keras.utils.set_random_seed(0 if cached else seed)
+        model, base = prepare_model(spec, context, train, augment=False)
+        parts = split_model(model)
+        if not cached or base is None or parts is None:
+            reset_head(parts[1] if parts else None, seed)
+            return model, base, None
+        extractor, head = parts
+        split = FrozenSplit(key, model, base, extractor, head, backbone_key(extractor, context.image_size))
+        if train.fine_tune is not None:
+            split.initial_weights = split.built_weights()
+        split.reset_head(seed)
+        self.split = split
+        split.session = keras.backend.get_uid(SESSION_UID)
+        return model, base, split
+
+    def _whole(self, key: str) -> FrozenSplit | None:
+        """The kept split model of ``key`` if there is one and no clear_session() happened since."""
+        kept = self.split
+        if kept is None or kept.key != key:
+            return None
+        session = load_keras().backend.get_uid(SESSION_UID)
+        if session != kept.session + 1:
+            return None
+        kept.session = session
+        return kept

@@ -17,17 +17,26 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-_forward_passes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: The attribute of a model that holds its traced forward passes.
+PASSES_ATTRIBUTE = "_harness_forward_passes"
+
+
+def forward_passes(model) -> dict:
+    """``model``'s traced forward passes by kind of rows (dtype, row shape): kept on the model, as
+    Keras keeps its own ``predict_function``, so they live as long as it does and no longer."""
+    # Written to the instance's dict: Keras's (and TensorFlow's) __setattr__ would track the
+    # functions as part of the model's state.
+    return vars(model).setdefault(PASSES_ATTRIBUTE, {})
 
 
 def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """``model(x, training=False)`` over the rows of one array, ``batch_size`` at a time; traced
     once per model and kind of rows (dtype, shape) for any number of rows (per batch shape too
     with XLA)."""
-    passes = _forward_passes.setdefault(model, {})
+    passes = forward_passes(model)
     kind = (x.dtype.str, x.shape[1:])
     if kind not in passes:
-        held = weakref.ref(model)  # a strong reference here would keep every model ever passed alive
+        held = weakref.ref(model)  # no cycle: the model is freed as soon as nothing else holds it
         passes[kind] = tf.function(
             lambda batch: held()(batch, training=False),
             input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype))],

@@ -1,0 +1,100 @@
+"""One fold's plan: its build context, the rows it trains on and the early-stopping share, its
+targets and class weights, and how each of its phases calls ``fit``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.config.study import TrainConfig
+from harness.data.dataset import Dataset
+from harness.specs import BuildContext, ModelSpec
+from harness.training.build import balanced_class_weight, extra_input_widths, inner_split, model_inputs, targets
+from harness.training.epochs import batchnorm_calibration, epoch_history, fit_in_order, phase_callbacks
+from harness.training.features import FeatureCache
+from harness.training.inference import read_rows
+from harness.training.keeper import ModelKeeper
+
+
+@dataclass
+class Fold:
+    """What one fold trains on and with: ``fit_idx`` the rows it fits, ``stop_idx`` the held-out
+    share that early stopping and learning-rate plateaus watch (None without either), ``y`` and
+    ``sample_weights`` the fitted rows' targets and class weights; ``history`` collects its epochs."""
+
+    spec: ModelSpec
+    dataset: Dataset
+    image_size: tuple[int, int]
+    train: TrainConfig
+    seed: int
+    context: BuildContext
+    fit_idx: np.ndarray
+    stop_idx: np.ndarray | None
+    y: np.ndarray
+    sample_weights: np.ndarray | None
+    on_epoch: Callable[[int, dict], None] | None = None
+    cache: FeatureCache | None = None
+    keeper: ModelKeeper = field(default_factory=ModelKeeper)
+    history: dict[str, list] = field(default_factory=dict)
+
+    @classmethod
+    def plan(cls, spec: ModelSpec, dataset: Dataset, image_size, params: dict, train: TrainConfig,
+             train_idx: np.ndarray, seed: int, **where) -> Fold:
+        """The fold of ``train_idx``; ``where``: ``on_epoch``, ``cache`` and ``keeper``."""
+        num_classes = len(dataset.classes)
+        context = BuildContext(
+            num_classes=num_classes,
+            image_size=tuple(image_size),
+            params=dict(params),
+            extra_inputs=extra_input_widths(spec, dataset),
+            weights=train.weights,
+        )
+        fit_idx, stop_idx = train_idx, None
+        if train.early_stopping is not None or train.reduce_lr is not None:
+            fraction = train.early_stopping.validation_fraction if train.early_stopping else 0.1
+            fit_pos, stop_pos = inner_split(dataset.labels[train_idx], dataset.groups[train_idx], fraction, seed)
+            fit_idx, stop_idx = train_idx[fit_pos], train_idx[stop_pos]
+        class_weight = balanced_class_weight(dataset.labels[fit_idx]) if train.class_weight == "balanced" else None
+        sample_weights = None
+        if class_weight is not None:
+            sample_weights = np.array([class_weight[int(c)] for c in dataset.labels[fit_idx]], dtype="float32")
+        y = targets(dataset.labels[fit_idx], num_classes, train.label_smoothing)
+        return cls(spec, dataset, image_size, train, seed, context, fit_idx, stop_idx, y, sample_weights, **where)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.classes)
+
+    def image_inputs(self, index: np.ndarray):
+        """The model's own inputs (images [+ one-hot extras]) for the rows ``index``."""
+        return model_inputs(self.spec, self.dataset, self.image_size, index)
+
+    def extras(self, net) -> list[np.ndarray]:
+        """The one-hot arrays of ``net``'s inputs after its first (a head's or top part's extra inputs)."""
+        return [self.dataset.one_hot(t.name.split(":")[0]) for t in net.inputs[1:]]
+
+    def validation(self, inputs_of: Callable[[np.ndarray], object]):
+        """``(inputs, targets)`` of the early-stopping share, or None without one."""
+        if self.stop_idx is None:
+            return None
+        return inputs_of(self.stop_idx), targets(self.dataset.labels[self.stop_idx], self.num_classes,
+                                                 self.train.label_smoothing)
+
+    def callbacks(self, phase: str) -> list:
+        """A phase's fresh callbacks, recording its epochs in ``history`` under ``phase``."""
+        return phase_callbacks(self.train, self.on_epoch, epoch_history(self.history, phase))
+
+    def fit_phase(self, net, calibrated, inputs_of, views: list, **epochs):
+        """Fit ``net`` on ``views`` (each the training rows' inputs; ``inputs_of(index)`` gives any
+        rows' inputs), BatchNormalization statistics recalibrated on ``calibrated`` (the model as
+        scored) where they train; returns the History."""
+        train = self.train
+        calibration = batchnorm_calibration(calibrated, inputs_of(self.fit_idx), train.batch_size, self.seed)
+        callbacks = self.callbacks("fine-tune" if "initial_epoch" in epochs else "train") + calibration
+        held_out = self.validation(lambda index: read_rows(inputs_of(index)))
+        return fit_in_order(
+            net, views, self.y, self.sample_weights, train.batch_size, self.seed, callbacks,
+            validation_data=held_out, **epochs,
+        )
