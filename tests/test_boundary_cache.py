@@ -214,3 +214,49 @@ def test_the_model_kept_between_folds_does_not_grow_with_augmentation(dataset, t
         fit(dataset, tiny_spec(vgg_like), train, cache, seed=seed)
         nodes.append(len(cache.keeper.split.model._inbound_nodes))
     assert nodes[1] == nodes[2] == nodes[0], nodes
+
+
+def test_a_keeper_passed_to_fit_fold_holds_the_kept_model_and_says_each_reason_once(dataset, tmp_path, caplog):
+    """A worker's ModelKeeper, not the cache's, keeps the model between its folds (built once) and
+    logs each reason for an end-to-end fine-tuning phase once; another keeper builds and says anew."""
+    import dataclasses
+
+    from harness.training.keeper import ModelKeeper
+
+    spec = tiny_spec(vgg_like)
+    builds = []
+    counting = dataclasses.replace(spec, build=lambda context: builds.append(1) or spec.build(context))
+    train = TrainConfig(epochs=1, batch_size=8, weights="none", boundary_cache=False, fine_tune=FineTune(epochs=1, last=3))
+    cache = FeatureCache(tmp_path / "cache")
+    order = np.random.default_rng(0).permutation(len(dataset.labels))
+    train_idx, val_idx = np.sort(order[:20]), np.sort(order[20:])
+
+    def fit_with(keeper, seed):
+        with caplog.at_level(logging.WARNING, logger="harness.training.boundary"):
+            return fit_fold(counting, dataset, SIZE, dict(PARAMS), train, train_idx, val_idx, seed, cache=cache,
+                            keeper=keeper).probabilities
+
+    worker = ModelKeeper()
+    first = fit_with(worker, 3)
+    fit_with(worker, 4)
+    assert len(builds) == 1 and worker.split is not None and cache.keeper.split is None
+    assert caplog.text.count("boundary_cache = false") == 1
+    np.testing.assert_allclose(fit_with(worker, 3), first, atol=1e-6)
+    other = ModelKeeper()
+    np.testing.assert_allclose(fit_with(other, 3), first, atol=1e-6)
+    assert len(builds) == 2 and other.split is not None
+    assert caplog.text.count("boundary_cache = false") == 2
+
+
+def test_fit_fold_without_a_keeper_keeps_the_model_on_its_cache_and_without_a_cache_keeps_none(dataset, tmp_path):
+    spec = tiny_spec(vgg_like)
+    train = TrainConfig(epochs=1, batch_size=8, weights="none")
+    cache = FeatureCache(tmp_path / "cache")
+    fit(dataset, spec, train, cache)
+    kept = cache.keeper.split
+    assert kept is not None
+    fit(dataset, spec, train, cache, seed=4)
+    assert cache.keeper.split is kept  # the next fold on this cache reuses it
+    fit(dataset, spec, train, None)  # end to end: nothing kept, nothing reused
+    fit(dataset, spec, train, cache)
+    assert cache.keeper.split is not kept  # the session was cleared since: rebuilt

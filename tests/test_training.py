@@ -254,3 +254,27 @@ def test_early_stopping_share_of_a_small_class_splits_without_a_warning_per_fold
         warnings.simplefilter("error")
         fit, stop = inner_split(labels, np.arange(len(labels)), 0.1, seed=0)
     assert len(fit) + len(stop) == len(labels) and not set(fit) & set(stop)
+
+
+def test_the_training_modules_keep_no_mutable_state_at_module_level():
+    """What a fold keeps between calls lives in objects (ModelKeeper, FeatureCache, the model),
+    not in module globals: no module-level container, weak table, or `global` statement."""
+    import ast
+    from pathlib import Path
+
+    import harness.training
+
+    mutable_calls = {"set", "dict", "list", "WeakKeyDictionary", "WeakValueDictionary", "defaultdict", "Event"}
+    found = []
+    for path in sorted(Path(harness.training.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if "__all__" in ast.unparse(node).split("=")[0]:
+                continue  # the module's list of public names
+            call = value.func if isinstance(value, ast.Call) else None
+            name = getattr(call, "attr", getattr(call, "id", None))
+            if isinstance(value, (ast.List, ast.Dict, ast.Set)) or name in mutable_calls:
+                found.append(f"{path.name}:{node.lineno}")
+        found += [f"{path.name}:{n.lineno} global" for n in ast.walk(tree) if isinstance(n, ast.Global)]
+    assert found == []
