@@ -2,7 +2,8 @@
 
 Each model builds with random weights at a small size, has the inputs it declares, outputs
 probabilities over the classes, takes a training step (with the core's freezing rule), and
-round-trips through save/load. The keras.applications rows share one build function: every row
+round-trips through save/load (the checks are harness.testing.models, which plugin authors run
+on their own models). The keras.applications rows share one build function: every row
 builds and predicts in each run, the smaller ones take a training step and two of them a save/load;
 the big rows' training step and the other rows' save/load (seconds each on a CPU) run with
 HARNESS_SLOW_TESTS=1.
@@ -11,7 +12,6 @@ HARNESS_SLOW_TESTS=1.
 from __future__ import annotations
 
 import os
-import re
 import urllib.error
 
 import keras
@@ -22,13 +22,11 @@ from harness import BuildContext, HarnessError
 from harness.config.study import TrainConfig
 from harness.plugins import get_plugins
 from harness.config.space import thaw
-from harness.specs import REQUIRED
-from harness.training.train import build_model, compile_model, prepare_model
+from harness.testing import models as contract
+from harness.testing.models import CLASSES, SMALL
+from harness.training.train import build_model, prepare_model
 from harness_plugins.models.applications import APPLICATIONS
 
-SMALL = 32
-CLASSES = 3
-LOCATIONS = 4
 #: keras.applications rows whose save/load takes seconds each on a CPU; two cheap rows of the shared
 #: build function stay in the default run (the own models cover the other preprocessing modes).
 ROUND_TRIP_SLOW = {row[0] for row in APPLICATIONS} - {"vgg19", "mobilenet"}
@@ -54,45 +52,7 @@ def _fresh_keras():
 
 
 def context_for(name: str, size: int = SMALL) -> BuildContext:
-    spec = PLUGINS.models.get(name)
-    missing = [k for k, v in spec.params.items() if v is REQUIRED]
-    assert not missing, f"model '{name}' has required params {missing}: give them defaults so it can be tested"
-    return BuildContext(
-        num_classes=CLASSES,
-        image_size=(size, size),
-        params={k: thaw(v) for k, v in spec.params.items()},
-        extra_inputs={n: LOCATIONS for n in spec.inputs if n != "image"},
-        weights="none",
-    )
-
-
-_smallest: dict[str, int] = {}
-
-
-def at_smallest(name: str, build):
-    """``build(context)`` at SMALL px, or at the minimum the model's size check names."""
-    size = _smallest.get(name, SMALL)
-    try:
-        return context_for(name, size), build(context_for(name, size))
-    except HarnessError as exc:
-        found = re.search(r"at least (\d+)×(\d+)", str(exc))
-        if found is None or name in _smallest:
-            raise
-        _smallest[name] = int(found.group(1))
-        keras.backend.clear_session()
-        return context_for(name, _smallest[name]), build(context_for(name, _smallest[name]))
-
-
-def batch(name: str, context: BuildContext, n: int = 2):
-    spec = PLUGINS.models.get(name)
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (n, *context.image_size, 3), dtype=np.uint8)
-    if tuple(spec.inputs) == ("image",):
-        return image
-    arrays = {"image": image}
-    for extra in spec.inputs[1:]:
-        arrays[extra] = np.eye(LOCATIONS, dtype="float32")[rng.integers(0, LOCATIONS, n)]
-    return arrays
+    return contract.context_for(PLUGINS.models.get(name), size)
 
 
 def test_every_study_backbone_is_registered():
@@ -106,6 +66,12 @@ UNAVAILABLE = {("torch", "nasnetmobile")}
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_model_spec_contract(name):
+    """Parameters defaulted, the space parses and tunes only the model's parameters."""
+    contract.check_spec(PLUGINS.models.get(name))
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_model_contract(name):
     """Builds, has its declared inputs, outputs probabilities; trains a step (big rows: see below)."""
     spec = PLUGINS.models.get(name)
@@ -113,36 +79,15 @@ def test_model_contract(name):
         with pytest.raises(HarnessError, match=f"model '{name}' could not be built .* not available with the torch"):
             prepare_model(spec, context_for(name), TrainConfig(weights="none"))
         return
-    context, (model, base) = at_smallest(name, lambda c: prepare_model(spec, c, TrainConfig(weights="none")))
-
-    assert sorted(t.name for t in model.inputs) == sorted(spec.inputs)
-
-    x = batch(name, context)
-    probabilities = keras.ops.convert_to_numpy(model(x, training=False))
-    assert probabilities.shape == (2, CLASSES)
-    assert np.all(probabilities >= 0) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
-    if name not in STEP_SLOW:
-        one_training_step(model, base, x)
+    contract.check_model(spec, train_step=name not in STEP_SLOW)
 
 
 @slow
 @pytest.mark.parametrize("name", sorted(STEP_SLOW))
 def test_big_application_trains_one_step(name):
     spec = PLUGINS.models.get(name)
-    context, (model, base) = at_smallest(name, lambda c: prepare_model(spec, c, TrainConfig(weights="none")))
-    one_training_step(model, base, batch(name, context))
-
-
-def one_training_step(model, base, x) -> None:
-    if base is not None:  # the frozen phase: only the head learns
-        assert not any(w.trainable for w in base.weights)
-    before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
-    assert before, "nothing to train"
-    compile_model(model, "adam", 1e-2, run_eagerly=True)  # eager: one step costs less than tracing it
-    loss = model.train_on_batch(x, np.array([0, 1]))
-    assert np.isfinite(np.asarray(loss)).all()
-    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
-    assert any(not np.array_equal(b, a) for b, a in zip(before, after)), "a training step changed no weight"
+    context, (model, base) = contract.prepare_small(spec)
+    contract.check_training_step(model, base, contract.sample_batch(spec, context))
 
 
 ROUND_TRIP = [pytest.param(n, marks=slow) if n in ROUND_TRIP_SLOW else n for n in MODELS]
@@ -150,13 +95,9 @@ ROUND_TRIP = [pytest.param(n, marks=slow) if n in ROUND_TRIP_SLOW else n for n i
 
 @pytest.mark.parametrize("name", ROUND_TRIP)
 def test_save_load_round_trip(name, tmp_path):
-    context, model = at_smallest(name, lambda c: build_model(PLUGINS.models.get(name), c))
-    x = batch(name, context)
-    expected = keras.ops.convert_to_numpy(model(x, training=False))
-    path = tmp_path / f"{name}.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)), expected, rtol=1e-4, atol=1e-5)
+    spec = PLUGINS.models.get(name)
+    context, model = contract.build_small(spec, lambda c: build_model(spec, c))
+    contract.check_save_load(model, contract.sample_batch(spec, context), tmp_path)
 
 
 def test_minimum_size_is_checked_with_a_clear_message():
@@ -224,10 +165,10 @@ def separable_dataset(name: str, size: int):
 
 
 def smallest_size(name: str) -> int:
-    if name not in _smallest:
-        at_smallest(name, lambda c: build_model(PLUGINS.models.get(name), c))
-        keras.backend.clear_session()
-    return _smallest.get(name, SMALL)
+    spec = PLUGINS.models.get(name)
+    context, _ = contract.build_small(spec, lambda c: build_model(spec, c))
+    keras.backend.clear_session()
+    return context.image_size[0]
 
 
 #: Trained in every run: a from-scratch model and a backbone, both with BatchNormalization (both
