@@ -37,20 +37,22 @@ def test_core_never_touches_tensorflow_directly():
         assert re.search(r'backend\(\) != "tensorflow":[\s\S]*return[\s\S]*from harness.training.loops', path.read_text()), path
 
 
-#: The test modules that train or build models, run again under each other backend: the core is
-#: backend-agnostic only if they pass there too (the rest is plain Python and NumPy).
+#: The test modules that exercise backend-specific code (building, freezing, augmenting, training and
+#: predicting with models; porting weights; the feature and boundary caches), run again under each
+#: other backend: the core is backend-agnostic only if they pass there too. The run machinery
+#: (records, resume, Optuna, workers: test_end_to_end.py, test_workers.py) is plain Python and NumPy:
+#: it runs once, under TensorFlow, and test_tiny_study_runs_on runs a whole study on each backend.
 MODEL_TESTS = [
-    "test_augment.py", "test_conus_study.py", "test_end_to_end.py", "test_feature_cache.py", "test_freezing.py",
-    "test_models_contract.py", "test_pretrained.py", "test_training.py", "test_tuner_engine.py", "test_workers.py",
+    "test_augment.py", "test_conus_study.py", "test_feature_cache.py", "test_freezing.py",
+    "test_models_contract.py", "test_pretrained.py", "test_training.py", "test_tuner_engine.py",
     "test_boundary_cache.py",
 ]
 OTHER_BACKENDS = {"jax": "pip install -e '.[jax]'", "torch": "pip install -e '.[torch]'"}
-#: JAX compiles every new model, in every process, with XLA. On this CPU, end to end, keras-tuner
-#: and workers took 8 of the 10 minutes the model tests other than the contract took under JAX
-#: (the contract's ~45 application builds longer still; everything 5 minutes under PyTorch), so
-#: under JAX these run only with HARNESS_SLOW_TESTS=1. The run machinery they exercise (records,
-#: Optuna, workers) does not depend on the backend.
-SLOW_UNDER_JAX = {"test_end_to_end.py", "test_models_contract.py", "test_tuner_engine.py", "test_workers.py"}
+#: JAX compiles every new model, in every process, with XLA. On this CPU the keras-tuner tests and
+#: the contract's ~45 application builds took most of the model tests' time under JAX, so under JAX
+#: these run only with HARNESS_SLOW_TESTS=1 (HARNESS_SLOW_TESTS=1 also adds the run machinery's modules).
+SLOW_UNDER_JAX = {"test_models_contract.py", "test_tuner_engine.py"}
+RUN_MACHINERY_MODULES = ["test_end_to_end.py", "test_workers.py"]
 
 
 @pytest.mark.parametrize("backend", sorted(OTHER_BACKENDS))
@@ -78,7 +80,7 @@ def test_model_tests_pass_on(backend, tmp_path):
         pytest.skip(f"{backend} is not installed ({OTHER_BACKENDS[backend]})")
     if os.environ.get("KERAS_BACKEND", "tensorflow") == backend:
         pytest.skip(f"this run is under {backend} already")
-    modules = MODEL_TESTS
+    modules = MODEL_TESTS + (RUN_MACHINERY_MODULES if os.environ.get("HARNESS_SLOW_TESTS") else [])
     if backend == "jax" and not os.environ.get("HARNESS_SLOW_TESTS"):
         modules = [name for name in MODEL_TESTS if name not in SLOW_UNDER_JAX]
     # Tests marked run_machinery (resume, signals, workers) exercise code that does not depend on
