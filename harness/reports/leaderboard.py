@@ -14,7 +14,7 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 from harness.results.records import RECORDS_FILE, load_records, skipped_lines_note
-from harness.results.storage import RUN_FILE
+from harness.results.layout import RUN_FILE
 from harness.evaluation.stats import corrected_interval, corrected_paired_test
 
 CSV_FILE = "leaderboard.csv"
@@ -54,54 +54,20 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
         raise HarnessError(f"{results_dir}: not a results folder of harness (no {RUN_FILE}); run a study first.")
     info = json.loads(run_path.read_text())
     records, skipped = load_records(results_dir / RECORDS_FILE)
-    n_splits = info["folds"] * info["repeats"]
     objective, maximize = info["objective"], info["direction"] == "maximize"
     names = metric_names(info)
     extra = sorted(
         m for m in {m for r in records for m in r.metrics} - set(names)
         if not re.fullmatch(r"top_\d+_accuracy", m)  # top-k of the study's top_k only
     )
-    failed = info.get("failed", {})
     rows = []
     scores: dict[str, dict[tuple[int, int], float]] = {}
     ratios: dict[str, float] = {}
     for cand in info["candidates"]:
-        mine = [r for r in records if r.search_id == cand["search_id"]]
-        by_config: dict[str, list] = {}
-        for r in mine:
-            by_config.setdefault(r.config_id, []).append(r)
-        complete = {cid: rs for cid, rs in by_config.items() if len(rs) == n_splits}
-        row = {"candidate": cand["name"], "model": cand["model"]}
-        row["status"] = "failed" if cand["name"] in failed else "ok" if complete else "incomplete"
-        row["error"] = failed.get(cand["name"], "")
-        row["trials"] = len(by_config)  # configurations tried: a retried trial is the same configuration
-        row["complete"] = len(complete)
-        if complete:
-            frame = {cid: pd.DataFrame([r.metrics for r in rs]) for cid, rs in complete.items()}
-            means = pd.Series({cid: f[objective].mean() for cid, f in frame.items()})
-            best = means.idxmax() if maximize else means.idxmin()
-            folds = frame[best]
-            for m in [m for m in names + extra if m in folds.columns]:
-                row[f"{m}_mean"] = folds[m].mean()
-                row[f"{m}_std"] = folds[m].std(ddof=1) if len(folds) > 1 else 0.0
-            best_records = complete[best]
-            row["folds"] = len(best_records)
-            row["fit_seconds"] = sum(r.fit_seconds for r in best_records) / len(best_records)
-            row["best_trial"] = max(r.trial for r in best_records)  # the trial that completed it
-            row["config_id"] = best
-            row["best_params"] = json.dumps(best_records[0].tuned, sort_keys=True)
-            row["config"] = json.dumps(best_records[0].params, sort_keys=True)
-            row["base"] = base_setting(best_records[0].params)
-            dead = [r for r in best_records if r.warnings]
-            row["warnings"] = f"{len(dead)} of {len(best_records)} folds {dead[0].warnings[0]}" if dead else ""
-            scores[cand["name"]] = {(r.repeat, r.fold): r.metrics[objective] for r in best_records}
-            ratio = float(np.mean([r.val_size / max(r.train_size, 1) for r in best_records]))
-            ratios[cand["name"]] = ratio
-            low, high = corrected_interval(list(scores[cand["name"]].values()), ratio)
-            if objective.endswith("accuracy"):  # a proportion: its interval stays within [0, 1]
-                low, high = max(low, 0.0), min(high, 1.0)
-            row[f"{objective}_ci_low"], row[f"{objective}_ci_high"] = low, high
-            row["config_means"] = json.dumps(sorted((round(float(v), 6) for v in means), reverse=maximize))
+        row, fold_scores, ratio = _candidate_row(cand, [r for r in records if r.search_id == cand["search_id"]],
+                                                 info, names + extra)
+        if fold_scores:
+            scores[cand["name"]], ratios[cand["name"]] = fold_scores, ratio
         rows.append(row)
     table = pd.DataFrame(rows)
     key = f"{objective}_mean"
@@ -113,6 +79,51 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
     _compare_with_best(table, scores, ratios, objective)
     table.attrs["warnings"] = [skipped_lines_note(results_dir / RECORDS_FILE, skipped)] if skipped else []
     return table
+
+
+def _candidate_row(cand: dict, mine: list, info: dict, metrics: list[str]) -> tuple[dict, dict, float]:
+    """One candidate's leaderboard row (its best complete configuration's means, spreads and
+    interval, and what it is), that configuration's objective per (repeat, fold) ({} when none is
+    complete) and its mean ratio of validation to training images."""
+    failed = info.get("failed", {})
+    by_config: dict[str, list] = {}
+    for r in mine:
+        by_config.setdefault(r.config_id, []).append(r)
+    n_splits = info["folds"] * info["repeats"]
+    complete = {cid: rs for cid, rs in by_config.items() if len(rs) == n_splits}
+    row = {"candidate": cand["name"], "model": cand["model"]}
+    row["status"] = "failed" if cand["name"] in failed else "ok" if complete else "incomplete"
+    row["error"] = failed.get(cand["name"], "")
+    row["trials"] = len(by_config)  # configurations tried: a retried trial is the same configuration
+    row["complete"] = len(complete)
+    if not complete:
+        return row, {}, 0.0
+    objective, maximize = info["objective"], info["direction"] == "maximize"
+    frame = {cid: pd.DataFrame([r.metrics for r in rs]) for cid, rs in complete.items()}
+    means = pd.Series({cid: f[objective].mean() for cid, f in frame.items()})
+    best = means.idxmax() if maximize else means.idxmin()
+    folds = frame[best]
+    for m in [m for m in metrics if m in folds.columns]:
+        row[f"{m}_mean"] = folds[m].mean()
+        row[f"{m}_std"] = folds[m].std(ddof=1) if len(folds) > 1 else 0.0
+    best_records = complete[best]
+    row["folds"] = len(best_records)
+    row["fit_seconds"] = sum(r.fit_seconds for r in best_records) / len(best_records)
+    row["best_trial"] = max(r.trial for r in best_records)  # the trial that completed it
+    row["config_id"] = best
+    row["best_params"] = json.dumps(best_records[0].tuned, sort_keys=True)
+    row["config"] = json.dumps(best_records[0].params, sort_keys=True)
+    row["base"] = base_setting(best_records[0].params)
+    dead = [r for r in best_records if r.warnings]
+    row["warnings"] = f"{len(dead)} of {len(best_records)} folds {dead[0].warnings[0]}" if dead else ""
+    scores = {(r.repeat, r.fold): r.metrics[objective] for r in best_records}
+    ratio = float(np.mean([r.val_size / max(r.train_size, 1) for r in best_records]))
+    low, high = corrected_interval(list(scores.values()), ratio)
+    if objective.endswith("accuracy"):  # a proportion: its interval stays within [0, 1]
+        low, high = max(low, 0.0), min(high, 1.0)
+    row[f"{objective}_ci_low"], row[f"{objective}_ci_high"] = low, high
+    row["config_means"] = json.dumps(sorted((round(float(v), 6) for v in means), reverse=maximize))
+    return row, scores, ratio
 
 
 #: Below this p-value (corrected resampled t-test) a candidate counts as worse than the best.

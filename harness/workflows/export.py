@@ -13,14 +13,16 @@ import json
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
 
 from harness import __version__
-from harness.config.study import effective_params, load_study
+from harness.config.study import Candidate, Study, effective_params, load_study
 from harness.errors import HarnessError
 from harness.serving.model_folder import CARD_FILE, EXAMPLES_DIR, FORMAT_VERSION, INFO_FILE
 from harness.evaluation.evidence import out_of_fold, per_class
@@ -30,10 +32,9 @@ from harness.reports.leaderboard import build_leaderboard
 from harness.plugins import Plugins
 from harness.results.records import RECORDS_FILE, fold_predictions, read_records
 from harness.workflows.run import default_cache_dir, prepare
-from harness.search.engine import RUN_FILE, fold_seed
+from harness.results.layout import RUN_FILE
+from harness.search.engine import fold_seed
 from harness.training.train import fit_fold
-
-#: Bumped when a model folder changes in a way an older harness cannot read.
 
 
 def _versions() -> dict[str, str]:
@@ -61,61 +62,102 @@ def _choose(board: pd.DataFrame, candidate: str | None, results_dir: Path) -> pd
     return chosen.iloc[0]
 
 
+@dataclass
+class _Choice:
+    """The configuration to export: the leaderboard's row and what the results folder says of it."""
+
+    info: dict
+    row: pd.Series
+    study: Study
+    candidate: Candidate
+    records: list
+    params: dict
+    train: Any
+
+
 def export_model(results_dir: Path, plugins: Plugins, console: Console, candidate: str | None = None,
                  out: Path | None = None, data_root: Path | None = None, ensemble: bool = False) -> Path:
     """Refit the chosen candidate's best configuration on every image of the study (or keep its
     K fold models with ``ensemble``) and write a model folder; returns its path."""
     results_dir = Path(results_dir)
-    if not (results_dir / RUN_FILE).is_file():
-        raise HarnessError(f"{results_dir}: not a results folder of harness (no {RUN_FILE}); run a study first, "
-                           "e.g. harness run studies/demo.toml, then harness export results/demo.")
-    info = json.loads((results_dir / RUN_FILE).read_text())
-    board = build_leaderboard(results_dir)
-    row = _choose(board, candidate, results_dir)
-    study_file = results_dir / "study.toml"
-    study = load_study(study_file, plugins)
-    chosen = next(c for c in study.candidates if c.name == row["candidate"])
-    records = [r for r in read_records(results_dir / RECORDS_FILE)
-               if r.candidate == chosen.name and r.config_id == row["config_id"]]
-    params, train = effective_params(chosen, records[0].tuned)
-    root = Path(data_root or info.get("data_root") or ".")
-    dataset, _ = prepare(study, plugins, root, console)
+    choice = _choose_configuration(results_dir, plugins, candidate)
+    root = Path(data_root or choice.info.get("data_root") or ".")
+    dataset, _ = prepare(choice.study, plugins, root, console)
     folds = pd.read_csv(results_dir / "folds.csv", dtype={"id": str}, keep_default_na=False)
     if list(folds["id"]) != list(dataset.table["id"]):
         raise HarnessError(f"the data under {root} is not the data {results_dir} was run on (its images differ from "
                            "folds.csv); point --data-root at the study's data.")
-    spec = plugins.models.get(chosen.model)
-    out = Path(out or results_dir / "export" / chosen.name)
+    spec = plugins.models.get(choice.candidate.model)
+    out = Path(out or results_dir / "export" / choice.candidate.name)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    started = time.perf_counter()
+    models = _fit_models(choice, spec, dataset, folds, staging, console, ensemble)
+    model_info = _model_info(choice, spec, dataset, models, root, results_dir / "study.toml", ensemble)
+    model_info["fit_seconds"] = round(time.perf_counter() - started, 1)
+    oof = out_of_fold(fold_predictions(results_dir, choice.records))
+    recall = per_class(oof, dataset.classes) if oof is not None else None
+    (staging / INFO_FILE).write_text(json.dumps(model_info, indent=2))
+    (staging / CARD_FILE).write_text(model_card(model_info, recall))
+    _write_examples(staging / EXAMPLES_DIR, dataset, choice.candidate.image_size)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)  # whole or absent
+    return out
+
+
+def _choose_configuration(results_dir: Path, plugins: Plugins, candidate: str | None) -> _Choice:
+    """The leaderboard's first complete candidate (or ``candidate``), its best configuration's fold
+    records, and the parameters it trains with."""
+    if not (results_dir / RUN_FILE).is_file():
+        raise HarnessError(f"{results_dir}: not a results folder of harness (no {RUN_FILE}); run a study first, "
+                           "e.g. harness run studies/demo.toml, then harness export results/demo.")
+    info = json.loads((results_dir / RUN_FILE).read_text())
+    row = _choose(build_leaderboard(results_dir), candidate, results_dir)
+    study = load_study(results_dir / "study.toml", plugins)
+    chosen = next(c for c in study.candidates if c.name == row["candidate"])
+    records = [r for r in read_records(results_dir / RECORDS_FILE)
+               if r.candidate == chosen.name and r.config_id == row["config_id"]]
+    params, train = effective_params(chosen, records[0].tuned)
+    return _Choice(info, row, study, chosen, records, params, train)
+
+
+def _fit_models(choice: _Choice, spec, dataset, folds: pd.DataFrame, staging: Path, console: Console,
+                ensemble: bool) -> list[str]:
+    """Train the model(s) into ``staging``: the K fold models, or one refit on every image; their file names."""
     # The run's feature cache: the same training path (and so the same arithmetic) as the study's folds.
     cache = FeatureCache(default_cache_dir())
-    started = time.perf_counter()
-    if ensemble:
-        models = []
-        for fold in range(info["folds"]):
-            train_idx, _ = fold_indices(folds, 0, fold)
-            name = f"fold-{fold}.keras"
-            console.print(f"training fold {fold + 1} of {info['folds']} of {chosen.name}…")
-            fit_fold(spec, dataset, chosen.image_size, params, train, train_idx, np.array([], dtype=int),
-                     seed=fold_seed(study.seed, row["config_id"], 0, fold), cache=cache, save_model=staging / name)
-            models.append(name)
-    else:
+    chosen, config_id, n_folds = choice.candidate, choice.row["config_id"], choice.info["folds"]
+    no_validation = np.array([], dtype=int)
+    if not ensemble:
         console.print(f"refitting {chosen.name} on all {len(dataset.table)} images…")
         everything = np.arange(len(dataset.table))
-        fit_fold(spec, dataset, chosen.image_size, params, train, everything, np.array([], dtype=int),
-                 seed=fold_seed(study.seed, row["config_id"], -1, -1), cache=cache, save_model=staging / "model.keras")
-        models = ["model.keras"]
-    seconds = time.perf_counter() - started
+        fit_fold(spec, dataset, chosen.image_size, choice.params, choice.train, everything, no_validation,
+                 seed=fold_seed(choice.study.seed, config_id, -1, -1), cache=cache, save_model=staging / "model.keras")
+        return ["model.keras"]
+    models = []
+    for fold in range(n_folds):
+        train_idx, _ = fold_indices(folds, 0, fold)
+        name = f"fold-{fold}.keras"
+        console.print(f"training fold {fold + 1} of {n_folds} of {chosen.name}…")
+        fit_fold(spec, dataset, chosen.image_size, choice.params, choice.train, train_idx, no_validation,
+                 seed=fold_seed(choice.study.seed, config_id, 0, fold), cache=cache, save_model=staging / name)
+        models.append(name)
+    return models
 
-    objective = info["objective"]
+
+def _model_info(choice: _Choice, spec, dataset, models: list[str], root: Path, study_file: Path,
+                ensemble: bool) -> dict:
+    """model.json: what the folder holds, its inputs, versions and the cross-validated estimate
+    (``fit_seconds`` is added by the caller)."""
+    import keras
+
+    chosen, row, info = choice.candidate, choice.row, choice.info
     extra_inputs = {name: sorted(dataset.table[name].astype(str).unique()) for name in spec.inputs if name != "image"}
-    oof = out_of_fold(fold_predictions(results_dir, records))
-    recall = per_class(oof, dataset.classes) if oof is not None else None
-    model_info = {
+    return {
         "format": FORMAT_VERSION,
-        "name": f"{study.name}/{chosen.name}",
+        "name": f"{choice.study.name}/{chosen.name}",
         "version": row["config_id"],
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "kind": "ensemble" if ensemble else "refit",
@@ -126,32 +168,30 @@ def export_model(results_dir: Path, plugins: Plugins, console: Console, candidat
                    **{name: {"one_hot": values} for name, values in extra_inputs.items()}},
         "candidate": chosen.name,
         "model": chosen.model,
-        "params": records[0].params,
-        "tuned": records[0].tuned,
-        "backend": __import__("keras").backend.backend(),
+        "params": choice.records[0].params,
+        "tuned": choice.records[0].tuned,
+        "backend": keras.backend.backend(),
         "versions": _versions(),
-        "estimate": {
-            "objective": objective,
-            "mean": _number(row.get(f"{objective}_mean")),
-            "std": _number(row.get(f"{objective}_std")),
-            "ci_low": _number(row.get(f"{objective}_ci_low")),
-            "ci_high": _number(row.get(f"{objective}_ci_high")),
-            "folds": int(row["folds"]),
-            "protocol": ("one split" if info["folds"] == 1 else f"{info['folds']}-fold CV"
-                         + (f" × {info['repeats']} repeats" if info["repeats"] > 1 else "")),
-        },
-        "data": {"dataset": study.dataset.name, "images": len(dataset.table), "root": str(root),
+        "estimate": _estimate(row, info),
+        "data": {"dataset": choice.study.dataset.name, "images": len(dataset.table), "root": str(root),
                  "per_class": {c: int((dataset.labels == i).sum()) for i, c in enumerate(dataset.classes)}},
         "study_sha256": hashlib.sha256(study_file.read_bytes()).hexdigest(),
-        "fit_seconds": round(seconds, 1),
     }
-    (staging / INFO_FILE).write_text(json.dumps(model_info, indent=2))
-    (staging / CARD_FILE).write_text(model_card(model_info, recall))
-    _write_examples(staging / EXAMPLES_DIR, dataset, chosen.image_size)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)  # whole or absent
-    return out
+
+
+def _estimate(row: pd.Series, info: dict) -> dict:
+    """The leaderboard's cross-validated estimate of the configuration, and under which protocol."""
+    objective = info["objective"]
+    return {
+        "objective": objective,
+        "mean": _number(row.get(f"{objective}_mean")),
+        "std": _number(row.get(f"{objective}_std")),
+        "ci_low": _number(row.get(f"{objective}_ci_low")),
+        "ci_high": _number(row.get(f"{objective}_ci_high")),
+        "folds": int(row["folds"]),
+        "protocol": ("one split" if info["folds"] == 1 else f"{info['folds']}-fold CV"
+                     + (f" × {info['repeats']} repeats" if info["repeats"] > 1 else "")),
+    }
 
 
 def _number(value) -> float | None:
