@@ -26,20 +26,13 @@ def test_a_stop_token_remembers_the_signal_and_raises_only_once_asked():
     assert not stop.requested
 
 
-def test_two_tokens_are_independent_and_the_clis_names_share_one():
+def test_two_tokens_are_independent_and_no_module_holds_one():
     from harness.search import engine
 
     mine = StopToken()
     mine.request()
     assert not StopToken().requested
-    # transitional: the CLI's three names act on the one token a run given none uses
-    engine.STOP_REQUESTED.clear()
-    try:
-        engine.request_stop(signal.SIGTERM)
-        assert engine.default_stop().requested and engine.stop_signal() == signal.SIGTERM
-        assert engine.STOP_REQUESTED.is_set()
-    finally:
-        engine.STOP_REQUESTED.clear()
+    assert not any(isinstance(v, StopToken) for v in vars(engine).values())
 
 
 def test_a_stop_request_ends_a_trial_before_its_next_fold(monkeypatch):

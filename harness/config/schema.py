@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import field, fields
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import AfterValidator, BeforeValidator, PlainValidator, StrictBool, StrictInt, StrictStr, create_model, model_validator
+from pydantic import AfterValidator, BeforeValidator, PlainValidator, StrictBool, StrictInt, StrictStr, ValidationInfo, create_model, model_validator
 from pydantic.dataclasses import dataclass
 
 from harness.config.checks import (

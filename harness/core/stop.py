@@ -39,10 +39,3 @@ class StopToken:
         """Raise KeyboardInterrupt when a stop was asked for: the run unwinds as on Ctrl-C."""
         if self._event.is_set():
             raise KeyboardInterrupt
-
-    # The 0.1 engine's STOP_REQUESTED was a threading.Event: its two calls keep working.
-    def is_set(self) -> bool:
-        return self.requested
-
-    def set(self) -> None:
-        self.request(self._signum)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,29 +36,6 @@ from harness.training.keeper import ModelKeeper
 __all__ = ["JOURNAL_FILE", "RUN_FILE", "SQLITE_FILE", "folds_grouped"]
 
 _retry_cut_off = retry_cut_off  # the 0.1 name, which tests and tools import
-
-# transitional: removed when the CLI passes its own token. The stop that run_study, join_study and
-# run_worker use when given none; harness.cli sets it from its signal handlers through these names.
-_TRANSITIONAL_STOP = StopToken()
-#: Set by a first Ctrl-C or SIGTERM (see harness.cli.app): the run stops at the next epoch end, keeping
-#: finished folds. Has ``is_set``, ``set`` and ``clear`` as the threading.Event it was.
-STOP_REQUESTED = _TRANSITIONAL_STOP
-
-
-def request_stop(signum: int = signal.SIGINT) -> None:
-    """Ask the run to stop at the next epoch end, remembering which signal asked (for the exit code)."""
-    _TRANSITIONAL_STOP.request(signum)
-
-
-def stop_signal() -> int:
-    """The signal that asked the run to stop: SIGINT (Ctrl-C) unless another did."""
-    return _TRANSITIONAL_STOP.signum
-
-
-def default_stop() -> StopToken:
-    """The token a run uses when its caller passes none (transitional: the CLI's signal handlers set it)."""
-    return _TRANSITIONAL_STOP
-
 
 @dataclass
 class SearchSession:

@@ -27,7 +27,7 @@ from harness.results.optuna_storage import describe_storage, is_shared
 from harness.results.records import RECORDS_FILE
 from harness.results.storage import ResultStore
 from harness.search.context import RunContext, run_info
-from harness.search.engine import default_stop, run_search
+from harness.search.engine import run_search
 from harness.search.ids import search_id
 from harness.search.recovery import candidate_failures, repair_journal, requeue_unfinished_trials
 from harness.search.run_file import local_run_settings, write_run_file
@@ -71,7 +71,7 @@ def run_study(
     console = console or Console(stderr=True)
     results_dir = Path(results_root) / study.name
     check_results_folder(results_dir)
-    stop = stop or default_stop()
+    stop = stop or StopToken()
     with run_lock(results_dir):
         return _run_study(study, plugins, results_root, data_root, console, workers, worker_command, restartable, stop)
 
@@ -168,7 +168,7 @@ def run_worker(
     *, stop: StopToken | None = None,
 ) -> None:
     """One of the processes of `harness run --workers N`, sharing its parent's results folder."""
-    stop = stop or default_stop()
+    stop = stop or StopToken()
     end_with_parent(stop)
     console = Console(stderr=True)
     run, storage, _ = start_run(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
@@ -196,7 +196,7 @@ def join_study(
     memory = MemoryGuard() if restartable else None
     try:
         failures = run_search(run, plugins, storage=storage, console=console, memory=memory,
-                              stop=stop or default_stop())
+                              stop=stop or StopToken())
     except KeyboardInterrupt:
         _show_interrupted(run, plugins, store)
         raise
