@@ -78,19 +78,21 @@ def install() -> None:
         sys.meta_path.append(MovedModuleFinder())
 
 
-def forwarding(package: str, old_module: str):
-    """A module ``__getattr__`` (PEP 562) for a package that replaced a 0.1 module of the same name:
-    ``from harness.data import select`` still finds ``select`` in ``old_module``, with a warning."""
+def forwarding(module: str, moved: dict[str, str] | str):
+    """A module ``__getattr__`` (PEP 562) that keeps names which left ``module`` importable from it
+    for a release, with a DeprecationWarning. ``moved`` maps each name to the module that holds it
+    now, or is one module that holds every name (a package that replaced a 0.1 module of its name).
+    The new module is imported only when an old name is asked for, so ``module`` stays light."""
 
     def __getattr__(name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        module = importlib.import_module(old_module)
+        target = moved if isinstance(moved, str) else moved.get(name)
+        if target is None or name.startswith("__"):
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
         try:
-            value = getattr(module, name)
+            value = getattr(importlib.import_module(target), name)
         except AttributeError:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
-        warnings.warn(f"{package}.{name} moved to {old_module}.{name}; import it from there "
+            raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
+        warnings.warn(f"{module}.{name} moved to {target}.{name}; import it from there "
                       "(the old name goes in the next release)", DeprecationWarning, stacklevel=2)
         return value
 

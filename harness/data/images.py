@@ -10,7 +10,6 @@ decode-once cache in ``harness.data.image_store``.
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 import warnings
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from harness.core.choices import RESIZE_POLICIES
+from harness.core.compat import forwarding
 from harness.errors import HarnessError
 from harness.toolkit.files import SYSTEM_FILES, SYSTEM_FOLDERS, is_ignored  # noqa: F401 (public in the toolkit)
 
@@ -171,7 +171,6 @@ def decode_file(path: str | Path, size: tuple[int, int], policy: str = "stretch"
     return decode(read_bytes(path), size, policy)
 
 
-
 #: Names this module held until it was split by job, and where they live now.
 _MOVED = {
     **dict.fromkeys(("content_hash", "ORIENTATIONS", "relative_orientation", "pixel_hash", "perceptual_hash",
@@ -181,12 +180,4 @@ _MOVED = {
     **dict.fromkeys(("ImageStore", "FRESH_BYTES"), "harness.data.image_store"),
 }
 
-
-def __getattr__(name: str):
-    """The names that moved out of this module stay importable from it for a release, with a
-    warning; imported only when asked for, so decoding alone stays light."""
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"{__name__}.{name} moved to {_MOVED[name]}.{name}; import it from there "
-                  "(the old name goes in the next release)", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(_MOVED[name]), name)
+__getattr__ = forwarding(__name__, _MOVED)

@@ -17,10 +17,8 @@ of it, written by ``harness.results.folder``.
 from __future__ import annotations
 
 import base64
-import importlib
 import io
 import json
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import optuna
 import pandas as pd
 from optuna.storages import BaseStorage
 
+from harness.core.compat import forwarding
 from harness.errors import HarnessError
 from harness.results.optuna_storage import find_study_id
 from harness.results.records import RECORDS_FILE, FoldRecord, append_record_line, write_predictions
@@ -204,8 +203,6 @@ def _first(items: list[str], shown: int = 5) -> str:
     return ", ".join(items[:shown]) + (" …" if len(items) > shown else "")
 
 
-
-
 #: Names this module held until the storage was split by job, and where they live now.
 _MOVED = {
     **dict.fromkeys(("RUN_FILE", "SQLITE_FILE", "JOURNAL_FILE", "folds_grouped"), "harness.results.layout"),
@@ -218,11 +215,4 @@ _MOVED = {
                     "harness.results.folder"),
 }
 
-
-def __getattr__(name: str):
-    """The names that moved out of this module stay importable from it for a release, with a warning."""
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"{__name__}.{name} moved to {_MOVED[name]}.{name}; import it from there "
-                  "(the old name goes in the next release)", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(_MOVED[name]), name)
+__getattr__ = forwarding(__name__, _MOVED)
