@@ -239,7 +239,7 @@ def test_a_keeper_passed_to_fit_fold_holds_the_kept_model_and_says_each_reason_o
     worker = ModelKeeper()
     first = fit_with(worker, 3)
     fit_with(worker, 4)
-    assert len(builds) == 1 and worker.split is not None and cache.keeper.split is None
+    assert len(builds) == 1 and worker.split is not None and cache.keeper is None
     assert caplog.text.count("boundary_cache = false") == 1
     np.testing.assert_allclose(fit_with(worker, 3), first, atol=1e-6)
     other = ModelKeeper()

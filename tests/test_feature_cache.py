@@ -160,7 +160,6 @@ def test_a_kept_model_gives_each_fold_what_a_fresh_build_gives(plugins, tmp_path
     def fit(seed, config=train):
         return fit_fold(counting, dataset, SIZE, dict(params), config, train_idx, val_idx, seed, cache=cache).probabilities
 
-    cache.keeper.forget()
     first = fit(7)
     fit(9, TrainConfig(epochs=1, batch_size=8, weights="none", learning_rate=3e-3, optimizer="sgd"))
     other = fit(8)

@@ -276,6 +276,8 @@ class BoundaryCache:
 
 def boundary_cache_for(features: FeatureCache) -> BoundaryCache:
     """The boundary cache of fine-tuning phases beside a feature cache (one per feature cache)."""
+    if features.boundary is None:
+        features.boundary = BoundaryCache(features.root.parent)
     return features.boundary
 
 

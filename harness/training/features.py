@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from harness.core.files import atomic_write, atomic_writer
 
 POOL_LAYER = "pool"
 
@@ -99,26 +100,10 @@ class FeatureCache:
         self._listed: set[Path] = set()
         self.computed = 0
         self.loaded = 0
-        self._keeper = None
-        self._boundary = None
-
-    @property
-    def keeper(self):
-        """The ``ModelKeeper`` of the fits that use this cache and pass none of their own."""
-        if self._keeper is None:
-            from harness.training.keeper import ModelKeeper
-
-            self._keeper = ModelKeeper()
-        return self._keeper
-
-    @property
-    def boundary(self):
-        """The ``BoundaryCache`` of fine-tuning phases beside this cache (``<root>/boundary``)."""
-        if self._boundary is None:
-            from harness.training.boundary import BoundaryCache
-
-            self._boundary = BoundaryCache(self.root.parent)
-        return self._boundary
+        #: The ``ModelKeeper`` of the fits that use this cache and pass none of their own, and the
+        #: ``BoundaryCache`` beside it: made by ``harness.training.fit`` and ``boundary_cache_for``.
+        self.keeper: Any = None
+        self.boundary: Any = None
 
     def ids(self, images: np.ndarray) -> list[str]:
         """``content_ids(images)``, computed once per array for the life of this cache."""
@@ -218,13 +203,7 @@ def save_rows(folder: Path, ids: list[str], rows: np.ndarray) -> None:
     """One file of rows and, after it, the list of their ids: a reader that finds the list finds the rows."""
     folder.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
-    _save(folder / f"{name}.npy", lambda fh: np.save(fh, rows, allow_pickle=False))
-    _save(folder / f"{name}.json", lambda fh: fh.write(json.dumps(ids).encode()))
-
-
-def _save(path: Path, write) -> None:
-    """Write-then-rename, so a crash or a concurrent worker never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        write(fh)
-    os.replace(tmp, path)
+    # No fsync: a cache file lost to a crash is computed again; the rename keeps a torn one from being read.
+    with atomic_writer(folder / f"{name}.npy", fsync=False) as fh:
+        np.save(fh, rows, allow_pickle=False)
+    atomic_write(folder / f"{name}.json", json.dumps(ids), fsync=False)

@@ -115,7 +115,11 @@ def _keeper_for(keeper: ModelKeeper | None, cache: FeatureCache | None) -> Model
     a model is kept only for a phase on cached features."""
     if keeper is not None:
         return keeper
-    return ModelKeeper() if cache is None else cache.keeper
+    if cache is None:
+        return ModelKeeper()
+    if cache.keeper is None:
+        cache.keeper = ModelKeeper()
+    return cache.keeper
 
 
 def release_device_memory() -> None:
