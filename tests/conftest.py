@@ -107,3 +107,27 @@ def postgres():
         pytest.skip(why)
     with postgres_server.postgres_server() as new_database:
         yield new_database
+
+
+#: The demo as the tests run it: the study file as shipped, a shorter search.
+DEMO_ARGS = ["--trials", "2", "--epochs", "2"]
+
+
+@pytest.fixture(scope="session")
+def demo_results(tmp_path_factory) -> Path:
+    """studies/demo.toml run once for the session (``DEMO_ARGS``): its results folder. The report's
+    browser test and the leaderboard-unchanged test both read it."""
+    from harness.cli import main
+
+    tmp = tmp_path_factory.mktemp("demo")
+    previous = os.environ.get("HARNESS_CACHE")
+    os.environ["HARNESS_CACHE"] = str(tmp / "cache")  # session-wide: the function fixtures come later
+    try:
+        root = Path(__file__).resolve().parents[1]
+        assert main(["run", str(root / "studies" / "demo.toml"), "--results", str(tmp / "r"), *DEMO_ARGS]) == 0
+    finally:
+        if previous is None:
+            os.environ.pop("HARNESS_CACHE", None)
+        else:
+            os.environ["HARNESS_CACHE"] = previous
+    return tmp / "r" / "demo"

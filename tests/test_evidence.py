@@ -3,6 +3,7 @@ corrected intervals and paired tests against the best candidate."""
 
 from __future__ import annotations
 
+import os
 import math
 
 import numpy as np
@@ -41,14 +42,24 @@ def test_corrected_interval_is_wider_than_the_naive_one_and_centred_on_the_mean(
     assert corrected_interval([0.5], 0.25) == (0.5, 0.5)
 
 
-@pytest.fixture
-def finished_study(tmp_path):
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """A finished two-candidate study, run once for the module (its tests only read it)."""
+    tmp_path = tmp_path_factory.mktemp("evidence")
     extra = ('filters = [4, 4, 4, 4, 4]\ndense = [8]\nbn_momentum = 0.5\n\n'
              '[[candidates]]\nname = "small"\nmodel = "cnn5"\nfilters = [2, 2, 2, 2, 2]\ndense = [4]\nbn_momentum = 0.5\n')
     study = tmp_path / "tiny.toml"
     study.write_text(tiny_study_text(trials=2, extra=extra).replace("epochs = 2", "epochs = 3")
                      .replace("[train]\n", "[train]\nearly_stopping = { monitor = \"val_loss\", patience = 5 }\n"))
-    assert main(["run", str(study), "--results", str(tmp_path / "r")]) == 0
+    previous = os.environ.get("HARNESS_CACHE")
+    os.environ["HARNESS_CACHE"] = str(tmp_path / "cache")  # module-wide: the function fixtures come later
+    try:
+        assert main(["run", str(study), "--results", str(tmp_path / "r")]) == 0
+    finally:
+        if previous is None:
+            os.environ.pop("HARNESS_CACHE", None)
+        else:
+            os.environ["HARNESS_CACHE"] = previous
     return tmp_path / "r" / "tiny"
 
 

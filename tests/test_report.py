@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import classification_report
 
@@ -112,12 +113,10 @@ def test_harness_report_on_a_folder_that_is_no_results_folder_is_one_line(tmp_pa
     assert "not a results folder" in err and "Traceback" not in err
 
 
-def test_the_demos_report_opens_in_headless_chromium_with_every_image_and_no_console_error(tmp_path):
+def test_the_demos_report_opens_in_headless_chromium_with_every_image_and_no_console_error(demo_results, tmp_path):
     browser = headless_chromium()
     try:
-        assert main(["run", str(ROOT / "studies" / "demo.toml"), "--results", str(tmp_path / "r"),
-                     "--trials", "2", "--epochs", "2"]) == 0
-        page = tmp_path / "r" / "demo" / "report.html"
+        page = demo_results / "report.html"
         browser.get(page.as_uri())
         assert browser.title.startswith("demo")
         images = browser.execute_script(
@@ -131,3 +130,26 @@ def test_the_demos_report_opens_in_headless_chromium_with_every_image_and_no_con
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+# --- the Layout refactor changed where code lives, not what it computes: the demo's leaderboard is
+# the one the harness made before it (written by `harness run studies/demo.toml --trials 2 --epochs 2`,
+# conftest's DEMO_ARGS, at commit c204e82 on this project's CPU) ---
+
+BEFORE = ROOT / "tests" / "fixtures" / "demo_leaderboard_before_layout.csv"
+#: Columns that must match exactly: which candidate ranks where, with which configuration.
+EXACT = ["rank", "candidate", "model", "status", "trials", "complete", "folds", "best_trial", "config_id",
+         "best_params", "config", "base", "vs_best", "config_means"]
+#: Timing differs between runs; everything else is a number the same seed reproduces.
+TIMING = ["fit_seconds"]
+
+
+def test_the_demos_leaderboard_is_the_one_from_before_the_layout(demo_results):
+    """``demo_results`` runs the demo with conftest's DEMO_ARGS, the settings the file was made with."""
+    now = pd.read_csv(demo_results / "leaderboard.csv")
+    before = pd.read_csv(BEFORE)
+    assert list(now.columns) == list(before.columns)
+    pd.testing.assert_frame_equal(now[EXACT], before[EXACT])
+    numbers = [c for c in before.columns if c not in EXACT + TIMING and pd.api.types.is_float_dtype(before[c])]
+    assert "accuracy_mean" in numbers and "loss_mean" in numbers
+    np.testing.assert_allclose(now[numbers].to_numpy(float), before[numbers].to_numpy(float), rtol=1e-5, equal_nan=True)
