@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import textwrap
@@ -113,6 +114,21 @@ def postgres():
 DEMO_ARGS = ["--trials", "2", "--epochs", "2"]
 
 
+@contextlib.contextmanager
+def harness_cache(folder: Path):
+    """``$HARNESS_CACHE`` set to ``folder`` for a block: for module and session fixtures, which run
+    before (and outside) the per-test ``_isolated_env``."""
+    previous = os.environ.get("HARNESS_CACHE")
+    os.environ["HARNESS_CACHE"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if previous is None:
+            os.environ.pop("HARNESS_CACHE", None)
+        else:
+            os.environ["HARNESS_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def demo_results(tmp_path_factory) -> Path:
     """studies/demo.toml run once for the session (``DEMO_ARGS``): its results folder. The report's
@@ -120,14 +136,7 @@ def demo_results(tmp_path_factory) -> Path:
     from harness.cli import main
 
     tmp = tmp_path_factory.mktemp("demo")
-    previous = os.environ.get("HARNESS_CACHE")
-    os.environ["HARNESS_CACHE"] = str(tmp / "cache")  # session-wide: the function fixtures come later
-    try:
-        root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]
+    with harness_cache(tmp / "cache"):
         assert main(["run", str(root / "studies" / "demo.toml"), "--results", str(tmp / "r"), *DEMO_ARGS]) == 0
-    finally:
-        if previous is None:
-            os.environ.pop("HARNESS_CACHE", None)
-        else:
-            os.environ["HARNESS_CACHE"] = previous
     return tmp / "r" / "demo"

@@ -3,7 +3,6 @@ corrected intervals and paired tests against the best candidate."""
 
 from __future__ import annotations
 
-import os
 import math
 
 import numpy as np
@@ -16,7 +15,7 @@ from harness.reports.leaderboard import build_leaderboard
 from harness.results.records import predictions_path, read_predictions, read_records
 from harness.evaluation.stats import corrected_interval, corrected_paired_test, plain_paired_test
 
-from conftest import tiny_study_text
+from conftest import harness_cache, tiny_study_text
 
 
 def test_corrected_test_is_the_nadeau_bengio_formula_and_less_confident_than_the_plain_one():
@@ -51,15 +50,8 @@ def finished_study(tmp_path_factory):
     study = tmp_path / "tiny.toml"
     study.write_text(tiny_study_text(trials=2, extra=extra).replace("epochs = 2", "epochs = 3")
                      .replace("[train]\n", "[train]\nearly_stopping = { monitor = \"val_loss\", patience = 5 }\n"))
-    previous = os.environ.get("HARNESS_CACHE")
-    os.environ["HARNESS_CACHE"] = str(tmp_path / "cache")  # module-wide: the function fixtures come later
-    try:
+    with harness_cache(tmp_path / "cache"):
         assert main(["run", str(study), "--results", str(tmp_path / "r")]) == 0
-    finally:
-        if previous is None:
-            os.environ.pop("HARNESS_CACHE", None)
-        else:
-            os.environ["HARNESS_CACHE"] = previous
     return tmp_path / "r" / "tiny"
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from harness.cli import main
 
-from conftest import tiny_study_text
+from conftest import harness_cache, tiny_study_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,19 +25,12 @@ def finished(tmp_path_factory):
     """A tiny finished study and its exported model: (results folder, model folder, an image, cache)."""
     tmp = tmp_path_factory.mktemp("imports")
     cache = tmp / "cache"
-    previous = os.environ.get("HARNESS_CACHE")
-    os.environ["HARNESS_CACHE"] = str(cache)  # module-wide: the function fixtures come later
     study = tmp / "tiny.toml"
     study.write_text(tiny_study_text(name="imports", trials=1).replace("epochs = 2", "epochs = 1"))
-    try:
+    with harness_cache(cache):
         assert main(["run", str(study), "--results", str(tmp / "r")]) == 0
         results = tmp / "r" / "imports"
         assert main(["export", str(results), "--out", str(tmp / "model")]) == 0
-    finally:
-        if previous is None:
-            os.environ.pop("HARNESS_CACHE", None)
-        else:
-            os.environ["HARNESS_CACHE"] = previous
     image = sorted((tmp / "model" / "examples").iterdir())[0]
     return results, tmp / "model", image, cache
 
