@@ -20,7 +20,7 @@ from harness.search.ids import fold_seed
 from harness.search.progress import SearchProgress, trial_line
 from harness.specs import FoldRecord, MetricSpec, ModelSpec, TrialSummary
 from harness.training.keeper import ModelKeeper
-from harness.training.train import fit_fold
+from harness.training.fit import fit_fold
 
 if TYPE_CHECKING:
     from harness.results.records import RecordStore

@@ -109,7 +109,7 @@ def check_training_step(model: Any, base: Any, x: Any) -> None:
     """One eager step on two images changes a trainable weight; a frozen backbone stays frozen."""
     import keras
 
-    from harness.training.train import compile_model
+    from harness.training.build import compile_model
 
     if base is not None:  # the frozen phase: only the head learns
         assert not any(w.trainable for w in base.weights)
@@ -135,7 +135,7 @@ def check_save_load(model: Any, x: Any, folder: Path) -> None:
 
 def prepare_small(spec: ModelSpec) -> tuple[BuildContext, tuple[Any, Any]]:
     """The model as the core prepares it for the first (frozen) phase, at a small size: (model, backbone)."""
-    from harness.training.train import prepare_model
+    from harness.training.build import prepare_model
 
     return build_small(spec, lambda c: prepare_model(spec, c, TrainConfig(weights="none")))
 

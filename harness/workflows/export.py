@@ -34,7 +34,7 @@ from harness.results.records import RECORDS_FILE, fold_predictions, read_records
 from harness.workflows.run import default_cache_dir, prepare
 from harness.results.layout import RUN_FILE
 from harness.search.engine import fold_seed
-from harness.training.train import fit_fold
+from harness.training.fit import fit_fold
 
 
 def _versions() -> dict[str, str]:

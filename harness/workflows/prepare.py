@@ -62,7 +62,8 @@ def build_problems(study: Study, plugins: Plugins, dataset: Dataset) -> dict[str
     """Build each candidate once as its trials would (fixed parameters, weights, freezing, extra
     inputs, augmentation) and return why each that cannot be built fails; trains nothing."""
     from harness.specs import BuildContext
-    from harness.training.train import extra_input_widths, prepare_model, release_device_memory
+    from harness.training.build import extra_input_widths, prepare_model
+    from harness.training.fit import release_device_memory
 
     problems: dict[str, str] = {}
     backend_started = False
