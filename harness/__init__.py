@@ -18,6 +18,7 @@ from harness.specs import (
     ModelSpec,
     RunInfo,
     Samples,
+    TestRecord,
     TrialSummary,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "ModelSpec",
     "RunInfo",
     "Samples",
+    "TestRecord",
     "TrialSummary",
     "__version__",
     "hookimpl",

@@ -136,6 +136,36 @@ class FoldRecord:
         return (self.search_id, self.config_id, self.repeat, self.fold)
 
 
+@dataclass
+class TestRecord:
+    """A candidate's selected configuration scored once on images no step of its search saw: the
+    locked test set (``outer`` None) or one outer fold of nested cross-validation. A line of
+    ``test.jsonl``."""
+
+    __test__ = False  # not a pytest test class
+
+    candidate: str
+    #: The search the configuration was selected in (an outer fold's search has its own) and its id.
+    search_id: str
+    config_id: str
+    #: "refit": one model refit on every row the search could use; "folds": its fold models averaged.
+    model: str
+    #: The outer fold of nested cross-validation; None for the locked test set.
+    outer: int | None
+    #: How many images were scored, and metric name -> value on them.
+    n: int
+    metrics: dict[str, float]
+    #: The selected configuration's cross-validated objective (what it was chosen on), and how many
+    #: complete configurations it was chosen from.
+    cv_score: float
+    configurations: int
+    params: dict[str, JSONValue]
+    tuned: dict[str, JSONValue]
+    train_size: int
+    fit_seconds: float
+    finished_at: float = field(default_factory=time.time)
+
+
 @dataclass(frozen=True)
 class CrossValidation:
     """How a run's folds were cut."""

@@ -54,7 +54,7 @@ def load_study(path: str | Path, plugins: Registries, overrides: dict[str, Any] 
     context = {"base_dir": path.parent, "plugins": plugins}
     head = validate(StudyTable, _with_default(top.study, "name", path.stem), path, "study")
     dataset = _dataset(path, _required(path, top.dataset, "dataset"), plugins)
-    cv = validate(CVConfig, _with_default(top.cv, "seed", head.seed), path, "cv")
+    cv = validate(CVConfig, _with_default(top.cv, "seed", head.seed), path, "cv", context)
     train = validate(TrainConfig, top.train, path, "train", context)
     metrics = validate(MetricsConfig, top.metrics, path, "metrics", context)
     search = validate(SearchConfig, top.search, path, "search")
@@ -68,6 +68,7 @@ def load_study(path: str | Path, plugins: Registries, overrides: dict[str, Any] 
     _check_names(path, candidates)
     _check_global_space(path, search.space, candidates, plugins)
     _check_engine(path, search, candidates)
+    _check_protocol(path, cv, search)
     outside.apply(applied, cv, search, train, candidates)
     return Study(path, head.name, head.seed, head.description, dataset, candidates, cv, train, search, metrics, raw, applied)
 
@@ -158,6 +159,16 @@ def _check_global_space(path: Path, space: dict[str, Dimension], candidates: lis
                 f"'{pname}' is not a training setting nor a parameter of any candidate's model."
                 f"{did_you_mean(pname, usable)} Tunable: {', '.join(sorted(usable))}.",
             )
+
+
+def _check_protocol(path: Path, cv: CVConfig, search: SearchConfig) -> None:
+    """A test set and nested cross-validation live in the Optuna engine's storage."""
+    if search.engine != "keras_tuner":
+        return
+    for key, used in (("cv.test", cv.has_test), ("cv.outer", cv.outer)):
+        if used:
+            raise fail(path, key, 'is scored from the study\'s storage, which the keras_tuner engine does not keep; '
+                                  'use search.engine = "optuna" (the default).')
 
 
 def _check_engine(path: Path, search: SearchConfig, candidates: list[Candidate]) -> None:

@@ -35,7 +35,7 @@ class Candidate:
             "train": _plain(self.train),
             "space": {k: _plain(v) for k, v in sorted(self.space.items())},
             "dataset": _plain(study.dataset),
-            "cv": _plain(study.cv),
+            "cv": cv_fingerprint(study.cv),
             "metrics": _plain(study.metrics),
             "search": [study.search.engine, study.search.sampler, study.search.pruner],
         }
@@ -69,6 +69,21 @@ class Study:
         header = [f"# The study as run: {self.path}"]
         header += [f"# with {name} = {o['value']!r} from {o['from']}" for name, o in self.overrides.items()]
         return "\n".join(header) + "\n\n" + tomli_w.dumps(self.effective_raw())
+
+
+#: [cv] settings of the protocols, left out of a fingerprint at their defaults, so a study that does
+#: not use them keeps the search ids (and results) it had before they existed.
+_PROTOCOL_DEFAULTS = {"ratios": None, "train_split": "train", "valid_split": "valid", "test": None}
+
+
+def cv_fingerprint(cv: CVConfig) -> dict[str, Any]:
+    """What of [cv] shapes a search's trials: not ``outer`` (each outer fold's search has its own
+    id) nor how the test set is scored; the protocols' settings only where they are used."""
+    plain = _plain(cv)
+    plain.pop("outer", None)
+    if plain.get("test"):
+        plain["test"].pop("model", None)
+    return {k: v for k, v in plain.items() if k not in _PROTOCOL_DEFAULTS or v != _PROTOCOL_DEFAULTS[k]}
 
 
 def _plain(obj: Any) -> Any:

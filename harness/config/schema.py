@@ -9,9 +9,10 @@ carries the wording ``harness.config.messages`` turns into one line naming file 
 from __future__ import annotations
 
 from dataclasses import field, fields
+from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import AfterValidator, BeforeValidator, PlainValidator, StrictBool, StrictInt, StrictStr, ValidationInfo, create_model, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, StrictBool, StrictInt, StrictStr, ValidationInfo, create_model, model_validator
 from pydantic.dataclasses import dataclass
 
 from harness.config.checks import (
@@ -39,7 +40,9 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CLASS_WEIGHTS = ("none", "balanced")
 ENGINES = ("optuna", "keras_tuner")
 ORACLES = ("bayesian", "hyperband", "random")
-CV_SCHEMES = ("kfold", "holdout")
+CV_SCHEMES = ("kfold", "holdout", "given")
+#: How a locked test set is scored: one model refit on every non-test row, or the K fold models averaged.
+TEST_MODELS = ("refit", "folds")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 SMALL_CLASS_POLICIES = ("error", "drop")
@@ -161,6 +164,51 @@ class TrainConfig:
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
 
 
+def _test_list(value: Any, info: ValidationInfo) -> Any:
+    """A list file's path, relative to the study's folder (the context's ``base_dir``), which must exist."""
+    base_dir = (info.context or {}).get("base_dir")
+    if value is None or base_dir is None:
+        return value
+    file = Path(value).expanduser()
+    file = file if file.is_absolute() else Path(base_dir) / file
+    if not file.is_file():
+        raise problem(f"list file {file} not found; give a file of paths, one a line, relative to the study file.")
+    return str(file.resolve())
+
+
+@dataclass(config=TABLE)
+class TestSet:
+    """[cv] test: the locked test set, taken out before the folds are made and scored once, after
+    selection. One of ``split`` (the dataset's own split of that name), ``fraction`` (a seeded,
+    stratified, group-aware share) or ``list`` (a file of paths, one a line)."""
+
+    split: Optional[StrictStr] = None
+    fraction: Optional[Number] = None
+    file: Annotated[Optional[StrictStr], AfterValidator(_test_list)] = Field(default=None, alias="list")
+    #: "refit": the best configuration refit on every non-test row; "folds": its K fold models averaged.
+    model: Annotated[StrictStr, one_of(TEST_MODELS)] = "refit"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TestSet:
+        given = [name for name, value in (("split", self.split), ("fraction", self.fraction), ("list", self.file))
+                 if value is not None]
+        if len(given) != 1:
+            raise problem('give one of split = "test", fraction = 0.1 or list = "FILE"'
+                          + (f", not {' and '.join(given)}." if given else "."))
+        if self.fraction is not None and not 0 < self.fraction < 1:
+            raise problem(f"must be between 0 and 1, got {self.fraction}.", "fraction")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The test set in words, e.g. 'split "test"', '10% of the images', 'the list test.txt'."""
+        if self.split is not None:
+            return f'the dataset\'s split "{self.split}"'
+        if self.fraction is not None:
+            return f"a seeded {self.fraction:.0%} share"
+        return f"the list {Path(self.file).name}"
+
+
 @dataclass(config=TABLE)
 class CVConfig:
     folds: at_least(2) = 5
@@ -170,9 +218,19 @@ class CVConfig:
     grouped: StrictBool = True
     #: One of SMALL_CLASS_POLICIES (checked with the scheme's settings, after every value's type).
     small_classes: StrictStr = "error"
-    #: "kfold": cv.folds folds; "holdout": one split holding out validation_fraction of the data.
+    #: "kfold": cv.folds folds; "holdout": one split holding out validation_fraction of the data;
+    #: "given": train on the dataset's split ``train_split``, validate on ``valid_split`` (one fold).
     scheme: Annotated[StrictStr, one_of(CV_SCHEMES)] = "kfold"
     validation_fraction: Number = 0.2
+    #: Holdout as shares of the data: [train, validation] or [train, validation, test] (the last the
+    #: locked test set), e.g. [0.72, 0.18, 0.10].
+    ratios: Optional[list[Number]] = None
+    train_split: StrictStr = "train"
+    valid_split: StrictStr = "valid"
+    #: The locked test set (see TestSet); none by default.
+    test: Optional[TestSet] = None
+    #: Nested cross-validation: this many outer folds, each searched on its own (0: none).
+    outer: StrictInt = 0
 
     @model_validator(mode="wrap")
     @classmethod
@@ -180,15 +238,55 @@ class CVConfig:
         cv, given = handler(data), _given(data)
         if cv.small_classes not in SMALL_CLASS_POLICIES:
             raise unknown_value(cv.small_classes, SMALL_CLASS_POLICIES, "small_classes")
+        if cv.scheme != "kfold" and "folds" in given:
+            raise problem(f'does not apply to cv.scheme = "{cv.scheme}" (one split); remove it or use "kfold".', "folds")
         if cv.scheme == "holdout":
-            if "folds" in given:
-                raise problem('does not apply to cv.scheme = "holdout" (one split); remove it or use "kfold".', "folds")
-            if not 0 < cv.validation_fraction < 1:
-                raise problem(f"must be between 0 and 1, got {cv.validation_fraction}.", "validation_fraction")
+            _holdout_settings(cv, given)
             cv.folds = 1
-        elif "validation_fraction" in given:
-            raise problem('applies to cv.scheme = "holdout" only; k-fold validates on each fold.', "validation_fraction")
+        elif cv.scheme == "given":
+            cv.folds = 1
+        for key in ("validation_fraction", "ratios"):
+            if key in given and cv.scheme != "holdout":
+                where = "each fold" if cv.scheme == "kfold" else "the dataset's valid split"
+                raise problem(f'applies to cv.scheme = "holdout" only; "{cv.scheme}" validates on {where}.', key)
+        for key in ("train_split", "valid_split"):
+            if key in given and cv.scheme != "given":
+                raise problem('applies to cv.scheme = "given" only (the dataset\'s own train and valid splits).', key)
+        if cv.outer == 1 or cv.outer < 0:
+            raise problem(f"must be 0 (no nested cross-validation) or at least 2 outer folds, got {cv.outer}.", "outer")
+        if cv.outer and cv.scheme == "given":
+            raise problem('nested cross-validation makes its own outer folds; it cannot use cv.scheme = "given".', "outer")
         return cv
+
+    @property
+    def test_fraction(self) -> float | None:
+        """The locked test set's share, from ``test.fraction`` or a three-way ``ratios``."""
+        if self.test is not None and self.test.fraction is not None:
+            return self.test.fraction
+        return self.ratios[2] if self.ratios and len(self.ratios) == 3 else None
+
+    @property
+    def has_test(self) -> bool:
+        return self.test is not None or self.test_fraction is not None
+
+    @property
+    def test_model(self) -> str:
+        return self.test.model if self.test is not None else "refit"
+
+
+def _holdout_settings(cv: CVConfig, given: dict[str, Any]) -> None:
+    if "ratios" in given and "validation_fraction" in given:
+        raise problem("give ratios or validation_fraction, not both.", "ratios")
+    if cv.ratios is not None:
+        ratios = cv.ratios
+        if len(ratios) not in (2, 3) or any(r <= 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+            raise problem(f"expected [train, validation] or [train, validation, test], positive and adding up to 1, "
+                          f"got {show(ratios)}.", "ratios")
+        if len(ratios) == 3 and cv.test is not None:
+            raise problem("a third ratio is the test set, and cv.test gives one too; keep one of them.", "ratios")
+        cv.validation_fraction = ratios[1] / (ratios[0] + ratios[1])
+    elif not 0 < cv.validation_fraction < 1:
+        raise problem(f"must be between 0 and 1, got {cv.validation_fraction}.", "validation_fraction")
 
 
 def _given(data: Any) -> dict[str, Any]:

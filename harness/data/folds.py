@@ -1,4 +1,9 @@
-"""Cross-validation folds: computed once per study from the seed, saved, and shared by every candidate."""
+"""Cross-validation folds: computed once per study from the seed, saved, and shared by every candidate.
+
+A study with a locked test set, or the dataset's own split (``cv.scheme = "given"``), also has a
+``part`` column: "cv", "test" or "unused" (see ``harness.data.protocols``). Rows outside "cv" are
+-1 in every repeat column, so no fold trains or validates on them.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +13,84 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, Str
 
 from harness.config.study import CVConfig
 from harness.data.dataset import Dataset
+from harness.data.protocols import CV, TEST, assign_parts, take_share
 from harness.errors import HarnessError
 
+#: A row's value in a repeat column when it is in no fold (the test set, or unused).
+OUTSIDE = -1
+
+
 def make_folds(dataset: Dataset, cv: CVConfig) -> pd.DataFrame:
-    """One row per image: id, label, group, and its validation fold in each repeat (repeat_0, ...).
+    """One row per image: id, label, group, [part,] and its validation fold in each repeat (repeat_0, ...).
 
     With ``cv.scheme = "holdout"`` there is one validation fold, 0, of about ``validation_fraction``
-    of the data (1 / round(1 / fraction), cut like a k-fold part); the other rows are marked 1 and
-    only train.
+    of the data (1 / round(1 / fraction), cut like a k-fold part; with ``ratios``, that share
+    exactly); the other rows are marked 1 and only train. ``"given"``: the dataset's valid split is
+    fold 0 and its train split 1. What the protocol left out is said in ``folds.attrs["notes"]``.
     """
-    n = len(dataset.table)
-    grouped = cv.grouped and dataset.has_groups
-    units = dataset.table["group"].nunique() if grouped else n
-    holdout = cv.scheme == "holdout"
-    n_splits = max(2, round(1 / cv.validation_fraction)) if holdout else cv.folds
-    if units < n_splits:
-        raise HarnessError(
-            f"dataset '{dataset.name}' has {units} {'groups' if grouped else 'images'}, fewer than "
-            f"cv.folds = {cv.folds}. Lower cv.folds or add images."
-            if not holdout
-            else f"dataset '{dataset.name}' has {units} {'groups' if grouped else 'images'}, too few to hold out "
-            f"cv.validation_fraction = {cv.validation_fraction} of them."
-        )
+    parts, notes = assign_parts(dataset, cv)
     folds = dataset.table[["id", "label", "group"]].copy()
-    x = np.zeros((n, 1))
+    if cv.has_test or cv.scheme == "given":
+        folds["part"] = parts
+    inside = np.flatnonzero(parts == CV)
     for repeat in range(cv.repeats):
-        seed = cv.seed + repeat
-        if grouped and cv.stratified:
-            splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
-        elif grouped:
-            splitter = GroupKFold(n_splits, shuffle=True, random_state=seed)
-        elif cv.stratified:
-            splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
-        else:
-            splitter = KFold(n_splits, shuffle=True, random_state=seed)
-        assignment = np.full(n, -1, dtype=int)
-        for fold, (_, val_idx) in enumerate(splitter.split(x, dataset.labels, dataset.groups if grouped else None)):
-            assignment[val_idx] = fold
-        if holdout:
-            assignment = np.where(assignment == 0, 0, 1)
+        assignment = np.full(len(folds), OUTSIDE, dtype=int)
+        assignment[inside] = _assign(dataset, cv, inside, cv.seed + repeat)
         folds[f"repeat_{repeat}"] = assignment
+    folds.attrs["notes"] = notes
     return folds
 
 
+def _assign(dataset: Dataset, cv: CVConfig, rows: np.ndarray, seed: int) -> np.ndarray:
+    """The validation fold of each of ``rows`` (positions in the dataset)."""
+    labels, groups = dataset.labels[rows], dataset.groups[rows]
+    grouped = cv.grouped and dataset.has_groups
+    if cv.scheme == "given":
+        return np.where(dataset.table["split"].astype(str).to_numpy()[rows] == cv.valid_split, 0, 1)
+    if cv.scheme == "holdout" and cv.ratios is not None:
+        held = take_share(labels, groups if grouped else rows, cv.validation_fraction, seed, cv.stratified)
+        if held.all() or not held.any():
+            raise HarnessError(f"dataset '{dataset.name}' has too few images to hold out cv.ratios = {cv.ratios}.")
+        return np.where(held, 0, 1)
+    holdout = cv.scheme == "holdout"
+    n_splits = max(2, round(1 / cv.validation_fraction)) if holdout else cv.folds
+    units = len(set(groups)) if grouped else len(rows)
+    if units < n_splits:
+        unit = "groups" if grouped else "images"
+        raise HarnessError(
+            f"dataset '{dataset.name}' has {units} {unit}, fewer than cv.folds = {cv.folds}. Lower cv.folds or add images."
+            if not holdout
+            else f"dataset '{dataset.name}' has {units} {unit}, too few to hold out "
+            f"cv.validation_fraction = {cv.validation_fraction} of them."
+        )
+    if grouped and cv.stratified:
+        splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+    elif grouped:
+        splitter = GroupKFold(n_splits, shuffle=True, random_state=seed)
+    elif cv.stratified:
+        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits, shuffle=True, random_state=seed)
+    assignment = np.full(len(rows), -1, dtype=int)
+    for fold, (_, val_idx) in enumerate(splitter.split(np.zeros((len(rows), 1)), labels, groups if grouped else None)):
+        assignment[val_idx] = fold
+    return np.where(assignment == 0, 0, 1) if holdout else assignment
+
+
 def fold_indices(folds: pd.DataFrame, repeat: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, validation indices) of one fold of one repeat."""
+    """(train indices, validation indices) of one fold of one repeat; rows outside the folds
+    (the test set, unused rows) are in neither."""
     column = folds[f"repeat_{repeat}"].to_numpy()
-    return np.flatnonzero(column != fold), np.flatnonzero(column == fold)
+    return np.flatnonzero((column != fold) & (column != OUTSIDE)), np.flatnonzero(column == fold)
+
+
+def test_indices(folds: pd.DataFrame) -> np.ndarray:
+    """The rows of the locked test set (none without one)."""
+    if "part" not in folds.columns:
+        return np.array([], dtype=int)
+    return np.flatnonzero(folds["part"].to_numpy() == TEST)
+
+
+def cv_indices(folds: pd.DataFrame) -> np.ndarray:
+    """Every row the folds train or validate on: what a refit after selection trains on."""
+    return np.flatnonzero(folds["repeat_0"].to_numpy() != OUTSIDE)

@@ -54,3 +54,22 @@ def plain_paired_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
         return corrected_paired_test(a, b, 0.0)
     t = float(diff.mean() / math.sqrt(diff.var(ddof=1) / len(diff)))
     return t, float(2 * scipy_stats.t.sf(abs(t), len(diff) - 1))
+
+
+def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) interval of a proportion: right for a test set of n images, each
+    scored once and independently, however small n is."""
+    if trials == 0:
+        return math.nan, math.nan
+    interval = scipy_stats.binomtest(int(successes), int(trials)).proportion_ci(confidence, method="exact")
+    return float(interval.low), float(interval.high)
+
+
+def exact_mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> float:
+    """The exact McNemar test of two models scored on the same images: the two-sided binomial p of
+    the images only one of them got right (1 when they disagree on none)."""
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    if only_a + only_b == 0:
+        return 1.0
+    return float(scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)

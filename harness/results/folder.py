@@ -14,7 +14,10 @@ from harness.core.files import atomic_write
 from harness.errors import HarnessError
 from harness.results.layout import FOLDS_FILE, RUN_FILE
 from harness.results.optuna_storage import describe_storage, journal_path, open_storage
-from harness.results.records import RECORDS_FILE, load_records, predictions_path, read_predictions, write_predictions
+from harness.results.records import (
+    RECORDS_FILE, load_records, predictions_path, read_predictions, test_predictions_path, write_predictions,
+    write_test_file, TEST_FILE, write_predictions_file,
+)
 from harness.results.storage import ResultStore
 
 
@@ -58,7 +61,23 @@ def write_results_folder(store: ResultStore, results_dir: Path, local: dict[str,
             full_key = (search_id, config, int(repeat[1:]), int(fold[1:]))
             if not predictions_path(results_dir, full_key).exists():
                 write_predictions(results_dir, full_key, arrays["rows"], arrays["labels"], arrays["probabilities"])
+    _write_test_results(store, results_dir, search_ids + [sid for c in info.get("candidates", [])
+                                                          for sid in c.get("outer_search_ids", [])])
     return True
+
+
+def _write_test_results(store: ResultStore, results_dir: Path, search_ids: list[str]) -> None:
+    """test.jsonl and each scored search's test predictions, when the study has any."""
+    records = store.test_records(search_ids)
+    if not records and not (results_dir / TEST_FILE).exists():
+        return
+    for record in records:
+        path = test_predictions_path(results_dir, record.search_id)
+        arrays = None if path.exists() else store.test_predictions(record.search_id)
+        if arrays is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_predictions_file(path, arrays)
+    write_test_file(results_dir, records)
 
 
 def refresh_results_folder(results_dir: Path) -> str | None:

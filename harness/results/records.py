@@ -18,9 +18,11 @@ import numpy as np
 from harness.core.files import atomic_write
 from harness.core.locks import exclusive
 from harness.errors import HarnessError
-from harness.specs import FoldRecord
+from harness.specs import FoldRecord, TestRecord
 
 RECORDS_FILE = "records.jsonl"
+#: Each search's one score on images it never saw (the locked test set, nested CV's outer folds).
+TEST_FILE = "test.jsonl"
 
 
 class RecordStore:
@@ -121,9 +123,15 @@ def write_predictions(results_dir: Path, key: tuple[str, str, int, int], rows: n
     before the fold's record, so a record always has its predictions."""
     path = predictions_path(results_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return write_predictions_file(path, {"rows": rows, "labels": labels, "probabilities": probabilities})
+
+
+def write_predictions_file(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """``rows``, ``labels`` and ``probabilities`` as one .npz, written whole or not at all."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
-                        probabilities=np.asarray(probabilities, dtype="float32"))
+    np.savez_compressed(buffer, rows=np.asarray(arrays["rows"], dtype="int64"),
+                        labels=np.asarray(arrays["labels"], dtype="int64"),
+                        probabilities=np.asarray(arrays["probabilities"], dtype="float32"))
     return atomic_write(path, buffer.getvalue())
 
 
@@ -187,3 +195,41 @@ def skipped_lines_note(path: Path, skipped: list[int]) -> str:
         f"{path}: skipped {len(skipped)} unreadable line(s) (line {shown}): torn by a crash or damaged. "
         "The folds they held count as not done and are trained again."
     )
+
+
+def test_predictions_path(results_dir: Path, search_id: str) -> Path:
+    """Where a search's test predictions are kept (beside its folds' predictions)."""
+    return Path(results_dir) / PREDICTIONS_DIR / search_id / "test.npz"
+
+
+def write_test_file(results_dir: Path, records: list[TestRecord]) -> None:
+    """test.jsonl: one line per scored search (rewritten whole from the storage)."""
+    lines = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records)
+    atomic_write(Path(results_dir) / TEST_FILE, lines, fsync=False)
+
+
+def read_test_records(results_dir: Path) -> list[TestRecord]:
+    """The test records of a results folder (none when it has no test set); unreadable lines skipped."""
+    path = Path(results_dir) / TEST_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror or exc}. Fix its permissions and run again.") from None
+    records = []
+    for line in data.split(b"\n"):
+        try:
+            records.append(TestRecord(**json.loads(line.decode("utf-8")))) if line.strip() else None
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+            continue
+    return records
+
+
+def read_test_predictions(results_dir: Path, search_id: str) -> dict[str, np.ndarray] | None:
+    """A search's test predictions (``rows``, ``labels``, ``probabilities``), or None. Never unpickles."""
+    try:
+        with np.load(test_predictions_path(results_dir, search_id), allow_pickle=False) as data:
+            return {name: data[name] for name in ("rows", "labels", "probabilities")}
+    except (OSError, ValueError, KeyError):
+        return None

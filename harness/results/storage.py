@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,14 @@ from harness.core.compat import forwarding
 from harness.errors import HarnessError
 from harness.results.optuna_storage import find_study_id
 from harness.results.records import RECORDS_FILE, FoldRecord, append_record_line, write_predictions
+from harness.specs import TestRecord
 
 RECORD_PREFIX, PREDICTIONS_PREFIX = "fold/", "oof/"
 RUN_ATTR, FOLDS_ATTR = "run", "folds"
+#: A search's one test record and its predictions (study attributes of the search).
+TEST_ATTR, TEST_PREDICTIONS_ATTR = "test", "test-predictions"
+#: The Optuna study whose creation claims a search's test scoring for one process: ``harness-claim:<search>``.
+CLAIM_PREFIX = "harness-claim:"
 #: The Optuna study that carries a harness study's description and folds: ``harness:<name>``.
 RUN_STUDY_PREFIX = "harness:"
 
@@ -110,10 +116,7 @@ class ResultStore:
         """Keep one fold's validation predictions, before its record (a record always has them)."""
         search_id, config, repeat, fold = key
         study_id = self._sid(search_id)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
-                            probabilities=np.asarray(probabilities, dtype="float32"))
-        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+        encoded = _encode(rows, labels, probabilities)
         self.storage.set_study_system_attr(study_id, PREDICTIONS_PREFIX + record_key(config, repeat, fold), encoded)
         if self.mirror_dir is not None:
             write_predictions(self.mirror_dir, key, rows, labels, probabilities)
@@ -126,12 +129,65 @@ class ResultStore:
         found = {}
         for key, value in self.storage.get_study_system_attrs(study_id).items():
             if key.startswith(PREDICTIONS_PREFIX):
-                try:
-                    with np.load(io.BytesIO(base64.b64decode(value)), allow_pickle=False) as data:
-                        found[key[len(PREDICTIONS_PREFIX):]] = {n: data[n] for n in ("rows", "labels", "probabilities")}
-                except (ValueError, KeyError, OSError):
-                    continue  # damaged: the report shows the fold without its predictions
+                arrays = _decode(value)
+                if arrays is not None:  # damaged: the report shows the fold without its predictions
+                    found[key[len(PREDICTIONS_PREFIX):]] = arrays
         return found
+
+    # -- the test set: scored once per search, after selection -----------------------------------
+    def get_test(self, search_id: str) -> TestRecord | None:
+        """The search's test record, if it was scored."""
+        study_id = self._sid(search_id)
+        stored = None if study_id is None else self.storage.get_study_user_attrs(study_id).get(TEST_ATTR)
+        return None if stored is None else TestRecord(**stored)
+
+    def append_test(self, record: TestRecord, rows, labels, probabilities) -> bool:
+        """Store the search's test predictions, then its record, unless one is there; True when stored."""
+        if self.get_test(record.search_id) is not None:
+            return False
+        study_id = self._sid(record.search_id)
+        if study_id is None:
+            raise HarnessError(f"the storage has no search '{record.search_id}' to record a test score of")
+        self.storage.set_study_system_attr(study_id, TEST_PREDICTIONS_ATTR, _encode(rows, labels, probabilities))
+        self.storage.set_study_user_attr(study_id, TEST_ATTR, asdict(record))
+        return True
+
+    def test_records(self, search_ids: list[str]) -> list[TestRecord]:
+        return [r for r in (self.get_test(sid) for sid in search_ids) if r is not None]
+
+    def test_predictions(self, search_id: str) -> dict[str, np.ndarray] | None:
+        study_id = self._sid(search_id)
+        value = None if study_id is None else self.storage.get_study_system_attrs(study_id).get(TEST_PREDICTIONS_ATTR)
+        return None if value is None else _decode(value)
+
+    def claim_test(self, search_id: str, owner: str, stale_after: float) -> bool:
+        """Claim the search's test scoring for ``owner``: True for the one process that gets it; a
+        claim without a sign of life (``beat_test_claim``) for ``stale_after`` seconds is taken over.
+        Creating an Optuna study is the atomic step: its name is unique in every storage."""
+        name = CLAIM_PREFIX + search_id
+        for _ in range(2):
+            try:
+                claim = self.storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+            except optuna.exceptions.DuplicatedStudyError:
+                held = self.storage.get_study_id_from_name(name)
+                beat = self.storage.get_study_user_attrs(held).get("beat", 0.0)
+                if time.time() - beat < stale_after:
+                    return False
+                try:
+                    self.storage.delete_study(held)
+                except KeyError:  # another process took it over first
+                    pass
+                continue
+            self.storage.set_study_user_attr(claim, "owner", owner)
+            self.storage.set_study_user_attr(claim, "beat", time.time())
+            return True
+        return False
+
+    def beat_test_claim(self, search_id: str) -> None:
+        """A sign of life of the process scoring the search's test set."""
+        held = find_study_id(self.storage, CLAIM_PREFIX + search_id)
+        if held is not None:
+            self.storage.set_study_user_attr(held, "beat", time.time())
 
     # -- the run: description and folds ----------------------------------------------------------
     def _meta(self, create: bool) -> int | None:
@@ -173,6 +229,23 @@ class ResultStore:
                 "worker must see the same images with the same [cv] settings: fix the data on this machine (or "
                 "its --data-root) and start it again."
             )
+
+
+def _encode(rows, labels, probabilities) -> str:
+    """Predictions as a compressed .npz in base64 (a storage attribute holds text)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
+                        probabilities=np.asarray(probabilities, dtype="float32"))
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _decode(value: str) -> dict[str, np.ndarray] | None:
+    """What ``_encode`` wrote, never unpickled; None when damaged."""
+    try:
+        with np.load(io.BytesIO(base64.b64decode(value)), allow_pickle=False) as data:
+            return {n: data[n] for n in ("rows", "labels", "probabilities")}
+    except (ValueError, KeyError, OSError):
+        return None
 
 
 def describe_fold_difference(stored: pd.DataFrame, mine: pd.DataFrame) -> str:

@@ -128,6 +128,9 @@ def start_run(
     for note in notes:
         console.print(f"[yellow]warning:[/] {note}")
     folds = make_folds(dataset, study.cv)
+    for note in folds.attrs.get("notes", []):
+        console.print(f"[yellow]warning:[/] {note}")
+        notes.append(note)
     if not is_shared(study.search.storage):
         save_or_check_folds(folds, results_dir)
     storage = open_storage(study, results_dir)

@@ -28,6 +28,7 @@ from harness.results.records import RECORDS_FILE
 from harness.results.storage import ResultStore
 from harness.search.context import RunContext, run_info
 from harness.search.engine import run_search
+from harness.search.final_score import score_test_set
 from harness.search.ids import search_id
 from harness.search.recovery import candidate_failures, repair_journal, requeue_unfinished_trials
 from harness.search.run_file import local_run_settings, write_run_file
@@ -125,10 +126,15 @@ def _search(run, plugins, storage, store, console, workers, worker_command, rest
     requeue_unfinished_trials(study, storage, store, every_running_trial_is_dead=not is_shared(study.search.storage))
     if workers > 1:
         run_workers(workers, worker_command or [], console, stop)
-        return candidate_failures(study, storage)
-    console.print(start_backend())
-    memory = MemoryGuard() if restartable else None
-    return run_search(run, plugins, storage=storage, console=console, memory=memory, stop=stop)
+        failures = candidate_failures(study, storage)
+        if study.cv.has_test:
+            console.print(start_backend())
+    else:
+        console.print(start_backend())
+        memory = MemoryGuard() if restartable else None
+        failures = run_search(run, plugins, storage=storage, console=console, memory=memory, stop=stop)
+    score_test_set(run, plugins, store, console, stop)
+    return failures
 
 
 def _show_interrupted(run: RunContext, plugins: Plugins, store: ResultStore) -> None:
@@ -197,6 +203,7 @@ def join_study(
     try:
         failures = run_search(run, plugins, storage=storage, console=console, memory=memory,
                               stop=stop or StopToken())
+        score_test_set(run, plugins, store, console, stop or StopToken())
     except KeyboardInterrupt:
         _show_interrupted(run, plugins, store)
         raise
