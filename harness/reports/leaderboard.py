@@ -16,6 +16,7 @@ from harness.errors import HarnessError
 from harness.results.records import RECORDS_FILE, load_records, skipped_lines_note
 from harness.results.layout import RUN_FILE
 from harness.evaluation.stats import corrected_interval, corrected_paired_test
+from harness.reports.final_columns import add_final_columns, final_cells
 
 CSV_FILE = "leaderboard.csv"
 MARKDOWN_FILE = "leaderboard.md"
@@ -77,6 +78,7 @@ def build_leaderboard(results_dir: Path) -> pd.DataFrame:
     ranked = table[key].notna()
     table.insert(0, "rank", pd.Series(range(1, int(ranked.sum()) + 1), index=table.index[ranked], dtype="Int64"))
     _compare_with_best(table, scores, ratios, objective)
+    add_final_columns(table, info, results_dir, names + extra)
     table.attrs["warnings"] = [skipped_lines_note(results_dir / RECORDS_FILE, skipped)] if skipped else []
     return table
 
@@ -169,6 +171,9 @@ def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     headers = ["#", "candidate", "model", "base", *(_short_name(m) for m in metrics)]
     if compared:
         headers += [f"{_short_name(interval)} 95% CI", "vs best (p)"]
+    objective = interval or "accuracy"
+    final = list(final_cells(table.iloc[0], _short_name(objective))) if len(table) else []
+    headers += final
     headers += ["trials", "s/fold"]
     rows = []
     for _, r in table.iterrows():
@@ -184,6 +189,7 @@ def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             p = r.get("p_vs_best")
             verdict = _text(r.get("vs_best"))
             cells.append(verdict if p is None or pd.isna(p) else f"{verdict} ({p:.2g})")
+        cells += list(final_cells(r, _short_name(objective)).values()) if final else []
         cells.append(f"{int(r['complete'])}/{int(r['trials'])}")
         fit = r.get("fit_seconds")
         cells.append("—" if fit is None or pd.isna(fit) else f"{fit:.1f}")
@@ -206,6 +212,10 @@ def notes(table: pd.DataFrame) -> list[str]:
         lines.append(f"{r['candidate']}: {_params_text(r.get('best_params'))}{_selection_note(r.get('config_means'))}")
         if isinstance(r.get("warnings"), str) and r["warnings"]:
             lines.append(f"{r['candidate']}: WARNING: {r['warnings']}")
+        tested = r.get("test_config_id")
+        if isinstance(tested, str) and tested != r.get("config_id"):
+            lines.append(f"{r['candidate']}: the test score is of configuration {tested}, selected before more trials "
+                         f"made {r.get('config_id')} the best by cross-validation; a test set is scored once")
     return lines
 
 
@@ -278,6 +288,10 @@ def print_leaderboard(table: pd.DataFrame, console: Console, title: str = "Leade
         caption = (
             "mean ± std over folds of each candidate's best configuration; 95% CI and p against the best: "
             "Nadeau–Bengio corrected resampled t-test on the shared folds"
+            + ("; test: scored once after selection, exact binomial 95% CI, exact McNemar test against the "
+               "best by CV (never used to rank)" if "test_n" in table.columns else "")
+            + ("; nested: outer folds pooled, optimism = selected CV score − nested estimate"
+               if "optimism" in table.columns else "")
         ) if part == len(groups) - 1 else None
         suffix = f" ({part + 1}/{len(groups)})" if len(groups) > 1 else ""
         rich_table = Table(title=title + suffix, caption=caption)
