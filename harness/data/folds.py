@@ -35,13 +35,13 @@ def make_folds(dataset: Dataset, cv: CVConfig) -> pd.DataFrame:
     inside = np.flatnonzero(parts == CV)
     for repeat in range(cv.repeats):
         assignment = np.full(len(folds), OUTSIDE, dtype=int)
-        assignment[inside] = _assign(dataset, cv, inside, cv.seed + repeat)
+        assignment[inside] = assign_folds(dataset, cv, inside, cv.seed + repeat)
         folds[f"repeat_{repeat}"] = assignment
     folds.attrs["notes"] = notes
     return folds
 
 
-def _assign(dataset: Dataset, cv: CVConfig, rows: np.ndarray, seed: int) -> np.ndarray:
+def assign_folds(dataset: Dataset, cv: CVConfig, rows: np.ndarray, seed: int) -> np.ndarray:
     """The validation fold of each of ``rows`` (positions in the dataset)."""
     labels, groups = dataset.labels[rows], dataset.groups[rows]
     grouped = cv.grouped and dataset.has_groups
