@@ -177,6 +177,11 @@ class CrossValidation:
     #: Whether images sharing a group key were kept on one side (the dataset has groups and cv.grouped).
     grouped: bool
     stratified: bool
+    #: The locked test set in words (e.g. 'the dataset's split "test"'), or None without one; its size.
+    test: str | None = None
+    test_images: int = 0
+    #: Nested cross-validation's outer folds (0: none).
+    outer: int = 0
 
 
 @dataclass(frozen=True)

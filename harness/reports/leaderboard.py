@@ -165,7 +165,8 @@ def write_leaderboard(table: pd.DataFrame, results_dir: Path) -> None:
 def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and text cells: 'mean ± std' per metric, the rest as is."""
     # top-1 accuracy is accuracy: shown once on screen, kept in the CSV
-    metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean") and c != "top_1_accuracy_mean"]
+    metrics = [c[: -len("_mean")] for c in table.columns
+               if c.endswith("_mean") and c != "top_1_accuracy_mean" and not c.startswith("nested_")]
     interval = next((c[: -len("_ci_low")] for c in table.columns if c.endswith("_ci_low")), None)
     compared = interval is not None and "vs_best" in table.columns
     headers = ["#", "candidate", "model", "base", *(_short_name(m) for m in metrics)]

@@ -9,7 +9,7 @@ from harness.core.files import atomic_write
 from harness.plugins import Plugins
 from harness.results.layout import RUN_FILE
 from harness.results.storage import ResultStore
-from harness.search.context import RunContext
+from harness.search.context import RunContext, test_source
 from harness.search.ids import direction, search_id
 
 #: What run.json says about this machine rather than the study: kept out of the shared description.
@@ -29,6 +29,7 @@ def run_description(run: RunContext, plugins: Plugins, failures: dict[str, str] 
         "folds": study.cv.folds,
         "repeats": study.cv.repeats,
         "scheme": study.cv.scheme,
+        **_protocol(run),
         # Whether folds kept groups together, as run: a dataset without groups splits by image either way.
         "grouped": bool(study.cv.grouped and run.dataset.has_groups),
         "classes": run.dataset.classes,
@@ -36,6 +37,8 @@ def run_description(run: RunContext, plugins: Plugins, failures: dict[str, str] 
             {
                 "name": c.name, "model": c.model, "search_id": search_id(study, c),
                 "weights": c.train.weights, "freeze_base": c.train.freeze_base,
+                **({"outer_search_ids": [f"{search_id(study, c)}.outer{k}" for k in range(study.cv.outer)]}
+                   if study.cv.outer else {}),
             }
             for c in study.candidates
         ],
@@ -45,6 +48,18 @@ def run_description(run: RunContext, plugins: Plugins, failures: dict[str, str] 
         "storage": study.search.storage or None,
         "data_root": str(run.data_root) if run.data_root else None,
     }
+
+
+def _protocol(run: RunContext) -> dict[str, Any]:
+    """The test set and nested CV as run (absent when the study has neither, as before they existed)."""
+    cv, found = run.study.cv, {}
+    if "part" in run.folds.columns:
+        found["parts"] = {str(k): int(v) for k, v in run.folds["part"].value_counts().sort_index().items()}
+    if cv.has_test:
+        found["test"] = {"source": test_source(cv), "model": cv.test_model}
+    if cv.outer:
+        found["outer"] = cv.outer
+    return found
 
 
 def write_run_file(run: RunContext, plugins: Plugins, failures: dict[str, str] | None = None,

@@ -29,6 +29,7 @@ from harness.results.storage import ResultStore
 from harness.search.context import RunContext, run_info
 from harness.search.engine import run_search
 from harness.search.final_score import score_test_set
+from harness.search.nested import run_nested
 from harness.search.ids import search_id
 from harness.search.recovery import candidate_failures, repair_journal, requeue_unfinished_trials
 from harness.search.run_file import local_run_settings, write_run_file
@@ -124,16 +125,17 @@ def _search(run, plugins, storage, store, console, workers, worker_command, rest
     _carry_old_records(study, storage, store, run.results_dir, console)
     # With the folder's own journal, this run holds the whole study: no trial is running.
     requeue_unfinished_trials(study, storage, store, every_running_trial_is_dead=not is_shared(study.search.storage))
+    memory = MemoryGuard() if restartable else None
     if workers > 1:
         run_workers(workers, worker_command or [], console, stop)
         failures = candidate_failures(study, storage)
-        if study.cv.has_test:
+        if study.cv.has_test or study.cv.outer:  # the final scores and nested CV run here
             console.print(start_backend())
     else:
         console.print(start_backend())
-        memory = MemoryGuard() if restartable else None
         failures = run_search(run, plugins, storage=storage, console=console, memory=memory, stop=stop)
     score_test_set(run, plugins, store, console, stop)
+    run_nested(run, plugins, storage, store, console, stop, memory)
     return failures
 
 
@@ -204,6 +206,7 @@ def join_study(
         failures = run_search(run, plugins, storage=storage, console=console, memory=memory,
                               stop=stop or StopToken())
         score_test_set(run, plugins, store, console, stop or StopToken())
+        run_nested(run, plugins, storage, store, console, stop or StopToken(), memory)
     except KeyboardInterrupt:
         _show_interrupted(run, plugins, store)
         raise
