@@ -66,7 +66,7 @@ def assign_parts(dataset: Dataset, cv: CVConfig) -> tuple[np.ndarray, list[str]]
     if test is None:
         return parts, notes
     parts[test] = TEST
-    _check_both_sides(dataset, parts, cv)
+    notes += _check_both_sides(dataset, parts, cv)
     leaking = _copies_of_test_images(dataset.groups, parts)
     if leaking.any():
         parts[leaking] = UNUSED
@@ -170,20 +170,29 @@ def _match(entry: str, index: dict[str, int | None]) -> int | None:
     return None
 
 
-def _check_both_sides(dataset: Dataset, parts: np.ndarray, cv: CVConfig) -> None:
-    """Every class in both the test set and cross-validation, or one line saying which is not."""
+def _check_both_sides(dataset: Dataset, parts: np.ndarray, cv: CVConfig) -> list[str]:
+    """Every class in cross-validation (else it cannot be learned: an error); a drawn share has every
+    class in the test set too (an error), a given split or list may lack some (a note)."""
     labels = dataset.table["label"]
     in_test, in_cv = set(labels[parts == TEST]), set(labels[parts == CV])
     source = cv.test.source if cv.test is not None else f"the test ratio {cv.test_fraction}"
-    for where, present in (("the test set", in_test), ("cross-validation", in_cv)):
+    drawn = cv.test_fraction is not None
+    notes = []
+    for where, present in (("cross-validation", in_cv), ("the test set", in_test)):
         absent = sorted(set(dataset.classes) - present)
-        if absent:
-            shown = ", ".join(f"'{c}'" for c in absent[:5]) + (" …" if len(absent) > 5 else "")
-            raise HarnessError(
-                f"dataset '{dataset.name}': {source} leaves {plural(len(absent), 'class', 'classes')} out of "
-                f"{where} ({shown}). Every class needs images on both sides: change cv.test, or leave the "
-                "class out (dataset.exclude)."
-            )
+        if not absent:
+            continue
+        shown = ", ".join(f"'{c}'" for c in absent[:5]) + (" …" if len(absent) > 5 else "")
+        if where == "the test set" and not drawn:
+            notes.append(f"{source} has no image of {plural(len(absent), 'class', 'classes')} ({shown}): "
+                         "the test score says nothing of them")
+            continue
+        raise HarnessError(
+            f"dataset '{dataset.name}': {source} leaves {plural(len(absent), 'class', 'classes')} out of "
+            f"{where} ({shown}). Every class needs images on both sides: change cv.test, or leave the "
+            "class out (dataset.exclude)."
+        )
+    return notes
 
 
 def _copies_of_test_images(groups: np.ndarray, parts: np.ndarray) -> np.ndarray:
