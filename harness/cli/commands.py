@@ -69,7 +69,8 @@ def export(args: argparse.Namespace, call: Invocation) -> int:
     from harness.workflows.export import export_model
 
     _refresh_from_storage([args.results_dir], call.err)
-    folder = export_model(args.results_dir, get_plugins(), call.err, args.candidate, args.out, args.data_root, args.ensemble)
+    folder = export_model(args.results_dir, get_plugins(), call.err, args.candidate, args.out, args.data_root,
+                          args.ensemble, args.include_test)
     Console().print(f"model folder: {folder} (model card: {folder / 'MODEL_CARD.md'})")
     return EXIT_OK
 
@@ -174,7 +175,7 @@ def validate(args: argparse.Namespace, call: Invocation) -> int:
 
     study, plugins_found, data_root, _ = _study(args)
     dataset, notes = prepare(study, plugins_found, data_root, call.err)
-    make_folds(dataset, study.cv)
+    folds = make_folds(dataset, study.cv)
     problems = build_problems(study, plugins_found, dataset)
     if problems:
         raise HarnessError(
@@ -184,10 +185,31 @@ def validate(args: argparse.Namespace, call: Invocation) -> int:
     call.err.print(f"[green]ok[/] {study.path}: {describe(dataset)}")
     for note in notes:
         call.err.print(f"[yellow]warning:[/] {note}")
+    for line in _protocol_lines(study, folds):
+        call.err.print(escape(line), soft_wrap=True, highlight=False)
     for cand in study.candidates:
         space = ", ".join(f"{k} {d.describe()}" for k, d in cand.space.items()) or "nothing tuned"
         call.err.print(f"  {cand.name} ({cand.model}, {cand.image_size[0]}×{cand.image_size[1]}): {space}")
     return EXIT_OK
+
+
+def _protocol_lines(study, folds) -> list[str]:
+    """What the protocol does with the images: how many cross-validation uses, the test set, the unused."""
+    from harness.toolkit.text import plural
+    from harness.workflows.export import protocol_of, protocol_words
+
+    protocol = protocol_of(study, folds)
+    images, test = protocol["images"], protocol["test"]
+    lines = [f"  protocol: {protocol_words(protocol)}", f"    cross-validation: {plural(images['cv'], 'image')}"]
+    if test:
+        how = "a refit of" if test["model"] == "refit" else "the fold models of"
+        lines.append(f"    test set: {plural(images['test'], 'image')} ({test['source']}), scored once after "
+                     f"selection by {how} the selected configuration")
+    else:
+        lines.append("    test set: none (the estimate is cross-validation's alone)")
+    if images["unused"]:
+        lines.append(f"    unused: {plural(images['unused'], 'image')}")
+    return lines + [f"    note: {note}" for note in folds.attrs.get("notes", [])]
 
 
 def worker(args: argparse.Namespace, call: Invocation) -> int:

@@ -108,12 +108,16 @@ def _add_reports(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    export = sub.add_parser("export", help="refit the leaderboard's best candidate on all images and write a model folder")
+    export = sub.add_parser("export", help="refit the leaderboard's best candidate on its cross-validation images "
+                            "and write a model folder")
     export.add_argument("results_dir", type=Path, help="a study's results folder, e.g. results/demo")
     export.add_argument("--candidate", help="which candidate (default: the leaderboard's first)")
     export.add_argument("--out", type=Path, help="model folder to write (default: RESULTS_DIR/export/<candidate>)")
     export.add_argument("--data-root", type=Path, default=None, help="where the images are now (default: where the run found them)")
     export.add_argument("--ensemble", action="store_true", help="keep the K fold models (probabilities averaged) instead of refitting")
+    export.add_argument("--include-test", action="store_true",
+                        help="refit on the locked test set's images too (the model card says so: no unseen data is "
+                             "left to check the model)")
 
 
 def _add_predict(sub) -> None:
