@@ -91,6 +91,9 @@ def test_indices(folds: pd.DataFrame) -> np.ndarray:
     return np.flatnonzero(folds["part"].to_numpy() == TEST)
 
 
+test_indices.__test__ = False  # not a pytest test when a test module imports it
+
+
 def cv_indices(folds: pd.DataFrame) -> np.ndarray:
     """Every row the folds train or validate on: what a refit after selection trains on."""
     return np.flatnonzero(folds["repeat_0"].to_numpy() != OUTSIDE)

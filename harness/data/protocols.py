@@ -55,7 +55,7 @@ def assign_parts(dataset: Dataset, cv: CVConfig) -> tuple[np.ndarray, list[str]]
     notes: list[str] = []
     if cv.scheme == "given":
         named = {cv.train_split, cv.valid_split} | ({cv.test.split} if cv.test and cv.test.split else set())
-        splits = _split_column(dataset, sorted(named))
+        splits = _split_column(dataset, [cv.train_split, cv.valid_split, *sorted(named - {cv.train_split, cv.valid_split})], given=True)
         others = ~splits.isin(named)
         if others.any():
             parts[others.to_numpy()] = UNUSED
@@ -86,14 +86,15 @@ def _test_mask(dataset: Dataset, cv: CVConfig) -> np.ndarray | None:
     return listed_rows(dataset, Path(cv.test.file))
 
 
-def _split_column(dataset: Dataset, wanted: list[str]) -> pd.Series:
+def _split_column(dataset: Dataset, wanted: list[str], given: bool = False) -> pd.Series:
     """The dataset's split column, after checking it has every split in ``wanted``."""
     table = dataset.table
     if "split" not in table.columns:
+        instead = ('cv.scheme = "given" needs them: use cv.scheme = "kfold" or "holdout"' if given
+                   else 'use cv.test = { fraction = 0.1 } or { list = "FILE" }')
         raise HarnessError(
             f"dataset '{dataset.name}' gives no split (no 'split' column; a folder dataset has one when its root "
-            f"holds train/valid/test folders), so split '{wanted[0]}' cannot be used. Use cv.test = "
-            '{ fraction = 0.1 } or { list = "FILE" }, or a kfold/holdout scheme.'
+            f"holds train/valid/test folders), so split '{wanted[0]}' cannot be used: {instead}."
         )
     splits = table["split"].astype(str)
     known = sorted(splits.unique())
