@@ -270,6 +270,13 @@ class CVConfig:
         return self.test is not None or self.test_fraction is not None
 
     @property
+    def test_source(self) -> str | None:
+        """Where the locked test set comes from, in words (None without one)."""
+        if self.test is not None:
+            return self.test.source
+        return f"the last of the holdout ratios {self.ratios}" if self.has_test else None
+
+    @property
     def test_model(self) -> str:
         return self.test.model if self.test is not None else "refit"
 

@@ -43,7 +43,7 @@ def run_info(run: RunContext) -> RunInfo:
         images=len(dataset.table),
         cv=CrossValidation(scheme=cv.scheme, folds=cv.folds, repeats=cv.repeats, seed=cv.seed,
                            grouped=bool(cv.grouped and dataset.has_groups), stratified=cv.stratified,
-                           test=test_source(cv), test_images=int((run.folds.get("part") == "test").sum())
+                           test=cv.test_source, test_images=int((run.folds.get("part") == "test").sum())
                            if "part" in run.folds.columns else 0, outer=cv.outer),
         objective=study.metrics.objective,
         overrides=tuple(Override(name, o["value"], o["from"]) for name, o in study.overrides.items()),
@@ -51,9 +51,3 @@ def run_info(run: RunContext) -> RunInfo:
         notes=tuple(run.notes),
         thumbnails=dataset.thumbnails,
     )
-
-
-def test_source(cv) -> str | None:
-    if cv.test is not None:
-        return cv.test.source
-    return f"the last of the holdout ratios {cv.ratios}" if cv.has_test else None

@@ -9,7 +9,7 @@ from harness.core.files import atomic_write
 from harness.plugins import Plugins
 from harness.results.layout import RUN_FILE
 from harness.results.storage import ResultStore
-from harness.search.context import RunContext, test_source
+from harness.search.context import RunContext
 from harness.search.ids import direction, search_id
 
 #: What run.json says about this machine rather than the study: kept out of the shared description.
@@ -56,7 +56,7 @@ def _protocol(run: RunContext) -> dict[str, Any]:
     if "part" in run.folds.columns:
         found["parts"] = {str(k): int(v) for k, v in run.folds["part"].value_counts().sort_index().items()}
     if cv.has_test:
-        found["test"] = {"source": test_source(cv), "model": cv.test_model}
+        found["test"] = {"source": cv.test_source, "model": cv.test_model}
     if cv.outer:
         found["outer"] = cv.outer
     return found

@@ -228,13 +228,6 @@ def _number(value) -> float | None:
     return None if value is None or pd.isna(value) else round(float(value), 6)
 
 
-def test_source(cv) -> str | None:
-    """Where the locked test set comes from, in words (None without one)."""
-    if cv.test is not None:
-        return cv.test.source
-    return f"the last of the holdout ratios {cv.ratios}" if cv.has_test else None
-
-
 def protocol_of(study: Study, folds: pd.DataFrame) -> dict:
     """The protocol as the folds carry it out: scheme, folds, repeats, images per part, the test set."""
     cv = study.cv
@@ -245,7 +238,7 @@ def protocol_of(study: Study, folds: pd.DataFrame) -> dict:
         found.update(train_split=cv.train_split, valid_split=cv.valid_split)
     if cv.outer:
         found["outer"] = cv.outer
-    found["test"] = ({"source": test_source(cv), "size": images[TEST], "model": cv.test_model}
+    found["test"] = ({"source": cv.test_source, "size": images[TEST], "model": cv.test_model}
                      if cv.has_test else None)
     return found
 
