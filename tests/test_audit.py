@@ -102,6 +102,25 @@ def test_audit_of_a_study_file_uses_its_dataset_and_folds(tmp_path, capsys):
     assert report["folds"]["groups_split_across_folds"] == 0
 
 
+def test_audit_of_a_locked_test_set_names_its_copies_left_out_of_cv(tmp_path, capsys):
+    """A test photo copied into train (as exports and scrapes do): with the test split locked, the
+    copy is left out of CV, and the audit says so and counts it."""
+    root = layouts.rocks_layout(tmp_path / "data" / "rocks")
+    test_photo = sorted((root / "test").rglob("*.jpg"))[0]
+    (root / "train" / test_photo.parent.name / "copy-of-a-test-photo.jpg").write_bytes(test_photo.read_bytes())
+    study = tmp_path / "rocks.toml"
+    study.write_text('[study]\nname = "rocks-test"\n[dataset]\nname = "rocks"\n[cv]\nfolds = 3\n'
+                     'test = { split = "test" }\n[[candidates]]\nmodel = "cnn5"\n')
+    code = main(["audit", str(study), "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "results")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "results" / "rocks-test" / "audit.json").read_text())
+    folds = report["folds"]
+    assert folds["columns"] == ["fold 0", "fold 1", "fold 2", "test", "unused"]
+    assert folds["parts"]["unused"] == 1 and folds["parts"]["test"] == len(list((root / "test").rglob("*.jpg")))
+    assert any("left out of cross-validation" in p and "copy or nearly copy a test image" in p for p in report["problems"])
+    assert folds["groups_split_across_folds"] == 0
+
+
 def test_audit_with_a_holdout_split(tmp_path, capsys):
     layouts.class_folders(tmp_path / "data" / "set", {"a": 10, "b": 10})
     study = tmp_path / "holdout.toml"

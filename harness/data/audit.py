@@ -143,11 +143,19 @@ def _fold_balance(dataset: Dataset, cv: CVConfig, problems: list[str]) -> dict[s
         fold_data, notes = apply_small_class_policy(dataset, cv)
         problems += notes[len(dataset.notes):]  # the leakage notes are the sections above
         folds = make_folds(fold_data, cv)
-        balance = folds.groupby(["label", "repeat_0"]).size().unstack(fill_value=0)
-        names = {0: "validation", 1: "train only"} if cv.scheme == "holdout" else {}
-        report["columns"] = [names.get(int(f), f"fold {f}") for f in balance.columns]
+        problems += folds.attrs.get("notes", [])  # copies of test images left out, splits not used
+        column = folds["repeat_0"].astype(str)
+        if "part" in folds.columns:  # the test set and unused images get columns of their own
+            column = column.where(folds["part"] == "cv", folds["part"])
+            report["parts"] = {str(k): int(v) for k, v in folds["part"].value_counts().sort_index().items()}
+        balance = folds.assign(where=column).groupby(["label", "where"]).size().unstack(fill_value=0)
+        names = {"0": "validation", "1": "train only"} if cv.scheme in ("holdout", "given") else {}
+        order = sorted(balance.columns, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+        balance = balance[order]
+        report["columns"] = [names.get(f, f"fold {f}" if f.isdigit() else f) for f in balance.columns]
         report["per_class"] = {c: [int(v) for v in row] for c, row in balance.iterrows()}
-        straddling = folds.groupby("group")["repeat_0"].nunique()
+        inside = folds[column.str.isdigit()]
+        straddling = inside.groupby("group")["repeat_0"].nunique()
         report["groups_split_across_folds"] = int((straddling > 1).sum())
     except HarnessError as exc:
         report["error"] = str(exc)
