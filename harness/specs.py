@@ -276,6 +276,17 @@ class LeaderboardRow:
     warnings: str = ""
     #: The objective's mean of every complete configuration, best first.
     config_means: tuple[float, ...] = ()
+    #: The locked test set (empty without one): metric -> value of the configuration scored once,
+    #: its images, accuracy's exact 95 % interval and the exact McNemar p against the CV leader.
+    test: dict[str, float] = field(default_factory=dict)
+    test_n: int | None = None
+    test_interval: tuple[float, float] | None = None
+    test_p_vs_best: float | None = None
+    #: Nested cross-validation (empty without it): metric -> pooled estimate, accuracy's interval,
+    #: and the optimism of the selected configuration's CV score.
+    nested: dict[str, float] = field(default_factory=dict)
+    nested_interval: tuple[float, float] | None = None
+    optimism: float | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from rich.console import Console
 from harness.config.study import load_study
 from harness.plugins import get_plugins
 from harness.reports.leaderboard import build_leaderboard
+from harness.reports.rows import leaderboard_of
 from harness.training.fit import FoldResult
 from harness.workflows.run import run_study
 
@@ -120,3 +121,14 @@ def test_nested_rerun_reads_back_without_fitting(tmp_path, guessing_fit):
     assert len(guessing_fit) == fits  # every search and every outer score was read back
     assert again["nested_accuracy_mean"] == first["nested_accuracy_mean"]
     assert again["optimism"] == first["optimism"]
+
+
+def test_reporters_receive_the_nested_estimate(tmp_path, guessing_fit):
+    _, results = _run(tmp_path, trials=2)
+    row = leaderboard_of(build_leaderboard(results), "accuracy").rows[0]
+    table = build_leaderboard(results).iloc[0]
+    assert row.nested["accuracy"] == table["nested_accuracy_mean"]
+    assert row.nested_interval == (table["nested_accuracy_low"], table["nested_accuracy_high"])
+    assert row.optimism == table["optimism"]
+    assert row.test == {} and row.test_n is None  # no locked test set in this study
+    assert "nested_accuracy" not in row.metrics

@@ -31,7 +31,7 @@ def _text(value: object) -> str:
 
 
 def _metrics(row: pd.Series) -> dict[str, MetricSummary]:
-    names = [c[: -len("_mean")] for c in row.index if c.endswith("_mean")]
+    names = [c[: -len("_mean")] for c in row.index if c.endswith("_mean") and not c.startswith("nested_")]
     found = {}
     for name in names:
         mean, std = _number(row.get(f"{name}_mean")), _number(row.get(f"{name}_std"))
@@ -64,7 +64,30 @@ def leaderboard_row(row: pd.Series, objective: str) -> LeaderboardRow:
         base=_text(row.get("base")),
         warnings=_text(row.get("warnings")),
         config_means=tuple(json.loads(row["config_means"])) if isinstance(row.get("config_means"), str) else (),
+        **_final_scores(row),
     )
+
+
+def _pair(row: pd.Series, low: str, high: str) -> tuple[float, float] | None:
+    low, high = _number(row.get(low)), _number(row.get(high))
+    return (low, high) if low is not None and high is not None else None
+
+
+def _final_scores(row: pd.Series) -> dict:
+    """The test and nested fields of a row (see ``harness.reports.final_columns``)."""
+    test = {c[len("test_"):]: _number(row[c]) for c in row.index
+            if c.startswith("test_") and not c.endswith(("_low", "_high", "p_vs_best", "_n", "config_id"))}
+    nested = {c[len("nested_"):-len("_mean")]: _number(row[c]) for c in row.index
+              if c.startswith("nested_") and c.endswith("_mean")}
+    return {
+        "test": {k: v for k, v in test.items() if v is not None},
+        "test_n": _whole(row.get("test_n")),
+        "test_interval": _pair(row, "test_accuracy_low", "test_accuracy_high"),
+        "test_p_vs_best": _number(row.get("test_p_vs_best")),
+        "nested": {k: v for k, v in nested.items() if v is not None},
+        "nested_interval": _pair(row, "nested_accuracy_low", "nested_accuracy_high"),
+        "optimism": _number(row.get("optimism")),
+    }
 
 
 def leaderboard_of(table: pd.DataFrame, objective: str) -> Leaderboard:
