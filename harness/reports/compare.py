@@ -42,7 +42,9 @@ def protocol(results_dir: Path) -> Protocol:
         how = f"one split ({(folds[repeats[0]] == 0).mean():.0%} validation)"
     else:
         how = f"{info['folds']}-fold CV" + (f" × {len(repeats)} repeats" if len(repeats) > 1 else "")
-    return Protocol(info["study"], info["objective"], f"{how}, {grouped}, {len(folds)} images", set(folds["id"]))
+    held = (folds["part"].astype(str) == "test").sum() if "part" in folds.columns else 0
+    test = f" ({held} in a locked test set)" if held else ""
+    return Protocol(info["study"], info["objective"], f"{how}, {grouped}, {len(folds)} images{test}", set(folds["id"]))
 
 
 def compare(first: Path, second: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -78,8 +80,32 @@ def compare(first: Path, second: Path) -> tuple[pd.DataFrame, list[str]]:
         row["a_within_b_interval"] = inside
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.attrs.update(a=a, b=b, metric=metric)
+    table.attrs.update(a=a, b=b, metric=metric, scores=_unseen_scores(table, boards, names, (a, b), notes))
     return table, notes
+
+
+#: Scores on images no search saw: (label, leaderboard column of the value, prefix of its interval columns).
+UNSEEN = (("test", "test_accuracy", "test_accuracy"), ("nested", "nested_accuracy_mean", "nested_accuracy"))
+
+
+def _unseen_scores(table: pd.DataFrame, boards: list[pd.DataFrame], names: list[str], sides: tuple,
+                   notes: list[str]) -> list[str]:
+    """Add ``<a|b>_<test|nested>`` (accuracy) with ``_low`` / ``_high`` where both studies have them;
+    returns which were added, and notes a score only one study has."""
+    added = []
+    for label, column, prefix in UNSEEN:
+        has = [column in board.columns and board[column].notna().any() for board in boards]
+        if has[0] != has[1]:
+            what = "a locked test set" if label == "test" else "nested cross-validation"
+            notes.append(f"only {sides[has.index(True)].name} has {what}: its {label} accuracy is not compared")
+        if not all(has) or table.empty:
+            continue
+        added.append(label)
+        for tag, board in zip(("a", "b"), boards):
+            indexed = board.set_index("candidate")
+            for suffix, source in (("", column), ("_low", f"{prefix}_low"), ("_high", f"{prefix}_high")):
+                table[f"{tag}_{label}{suffix}"] = [indexed[source].get(n) if source in indexed else None for n in names]
+    return added
 
 
 def print_comparison(table: pd.DataFrame, notes: list[str], console: Console) -> None:
@@ -88,10 +114,12 @@ def print_comparison(table: pd.DataFrame, notes: list[str], console: Console) ->
     console.print(f"[bold]B[/] {escape(b.name)}: {escape(b.description)}")
     rich_table = Table(title=f"{metric}: A against B", caption="mean ± std over folds of each candidate's best "
                        "configuration; 95% CI corrected (Nadeau–Bengio); one split has no spread")
-    for column in ("candidate", "A", "A 95% CI", "B", "B 95% CI", "A − B", "A inside B's CI"):
+    scores = table.attrs.get("scores", [])
+    unseen = [f"{side} {label} accuracy (95% CI)" for label in scores for side in ("A", "B")]
+    for column in ("candidate", "A", "A 95% CI", "B", "B 95% CI", "A − B", "A inside B's CI", *unseen):
         rich_table.add_column(column)
     if not console.is_terminal:
-        console.width = max(console.width, 160)  # a log file has no width: keep the rows whole
+        console.width = max(console.width, 160 + 24 * len(unseen))  # a log file has no width: keep the rows whole
 
     def cell(row, tag):
         mean, std, folds = row[f"{tag}_mean"], row[f"{tag}_std"], row[f"{tag}_folds"]
@@ -106,7 +134,18 @@ def print_comparison(table: pd.DataFrame, notes: list[str], console: Console) ->
         inside = row["a_within_b_interval"]
         difference = "—" if pd.isna(row["difference"]) else f"{row['difference']:+.3f}"
         rich_table.add_row(escape(str(row["candidate"])), *a_cells, *b_cells, difference,
-                           "—" if inside is None or pd.isna(inside) else "yes" if inside else "no")
+                           "—" if inside is None or pd.isna(inside) else "yes" if inside else "no",
+                           *(_unseen_cell(row, f"{tag}_{label}") for label in scores for tag in ("a", "b")))
     console.print(rich_table)
+    if scores:
+        console.print("test: the configuration selected by CV scored once on the locked test set; nested: outer "
+                      "folds pooled; exact binomial 95% CI", soft_wrap=True, highlight=False)
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
+
+
+def _unseen_cell(row: pd.Series, column: str) -> str:
+    value, low, high = row.get(column), row.get(f"{column}_low"), row.get(f"{column}_high")
+    if value is None or pd.isna(value):
+        return "—"
+    return f"{value:.3f}" + ("" if low is None or pd.isna(low) else f" ({low:.3f}–{high:.3f})")

@@ -22,8 +22,10 @@ from harness import __version__
 from harness.core.files import atomic_write
 from harness.evaluation.evidence import OutOfFold, calibration, confidently_wrong, confusion, most_confused, out_of_fold, per_class, top_k
 from harness.reports.leaderboard import build_leaderboard, notes, table_cells
+from harness.reports.protocol_sections import nested_section, part_counts, test_section
 from harness.results.records import RECORDS_FILE, fold_predictions, read_records
 from harness.results.layout import RUN_FILE, folds_grouped
+from harness.data.folds import OUTSIDE
 
 REPORT_FILE = "report.html"
 #: The page, in harness/reports/templates/ (package data).
@@ -166,10 +168,15 @@ def write_html_report(results_dir: Path, thumbnails: Thumbnails = None, audit: l
             candidates.append(_candidate_section(row, mine, f"candidate-{len(candidates)}", info, results_dir,
                                                  folds, thumbnails))
     headers, rows = table_cells(board)
+    test = test_section(results_dir, info, board, folds)
+    for entry in test["candidates"] if test else []:
+        matrix = entry.pop("matrix")
+        entry["confusion"] = confusion_plot(matrix, list(info["classes"])) if matrix is not None else None
     page = _templates().get_template(TEMPLATE_FILE).render(
         info=info, description=_study_description(results_dir), audit=audit if audit is not None else info.get("notes", []),
         headers=headers, rows=rows, board_notes=notes(board), candidates=candidates, version=__version__,
-        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), results_dir=str(results_dir), **_data_section(info, folds),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), results_dir=str(results_dir), test=test,
+        nested=nested_section(info, board), **_data_section(info, folds),
     )
     return atomic_write(results_dir / REPORT_FILE, page)
 
@@ -223,11 +230,17 @@ def _confidently_wrong(oof: OutOfFold, classes: list[str], folds: pd.DataFrame, 
 
 
 def _data_section(info: dict, folds: pd.DataFrame) -> dict:
-    """The one-line summary of the data and protocol, and images per class and fold (repeat 0)."""
+    """The one-line summary of the data and protocol, and images per class and fold (repeat 0);
+    rows outside cross-validation (a locked test set, unused splits) are counted apart."""
     repeats = [c for c in folds.columns if c.startswith("repeat_")]
-    counts = pd.crosstab(folds["label"], folds[repeats[0]]) if repeats else pd.DataFrame()
+    inside = folds[folds[repeats[0]] != OUTSIDE] if repeats else folds
+    counts = pd.crosstab(inside["label"], inside[repeats[0]]) if repeats else pd.DataFrame()
     grouped = folds_grouped(info, folds)
-    summary = (f"{len(folds)} images, {len(info['classes'])} classes; {info['folds']}-fold cross-validation × "
+    parts = part_counts(folds)
+    apart = "".join(f", {parts[p]} {label}" for p, label in (("test", "in the locked test set"), ("unused", "unused"))
+                    if parts.get(p))
+    summary = (f"{len(folds)} images{f' ({len(inside)} in cross-validation{apart})' if apart else ''}, "
+               f"{len(info['classes'])} classes; {info['folds']}-fold cross-validation × "
                f"{len(repeats)} repeat(s), {'grouped' if grouped else 'ungrouped'}; objective {info['objective']}.")
     return {
         "summary": summary,
