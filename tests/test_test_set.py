@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from conftest import harness_cache, tiny_study_text
 
+from harness import specs
 from harness.cli import main
 from harness.config.study import DatasetConfig
 from harness.data.dataset import load_dataset
@@ -238,3 +239,20 @@ def test_one_of_two_processes_claims_the_test_scoring(tmp_path):
     time.sleep(1.2)  # the first died: its claim goes stale and is taken over, once
     assert two.claim_test("cnn5-abc", "two", stale_after=1.0)
     assert not one.claim_test("cnn5-abc", "one", stale_after=1.0)
+
+
+def test_two_stores_on_one_journal_keep_one_test_record(tmp_path):
+    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    one = ResultStore(optuna.storages.JournalStorage(backend), "shared")
+    two = ResultStore(optuna.storages.JournalStorage(backend), "shared")
+    optuna.create_study(study_name="cnn5-abc", storage=one.storage)
+    record = specs.TestRecord(candidate="cnn5", search_id="cnn5-abc", config_id="c1", model="refit", outer=None, n=2,
+                              metrics={"accuracy": 0.5}, cv_score=0.6, configurations=2, params={}, tuned={},
+                              train_size=8, fit_seconds=1.0)
+    rows, labels, probabilities = np.array([3, 5]), np.array([0, 1]), np.array([[0.9, 0.1], [0.8, 0.2]])
+    assert one.append_test(record, rows, labels, probabilities)
+    later = dataclasses.replace(record, config_id="c2", metrics={"accuracy": 1.0})
+    assert not two.append_test(later, rows, labels, probabilities)  # the second scorer finds it stored
+    assert two.get_test("cnn5-abc") == record and two.test_records(["cnn5-abc", "other"]) == [record]
+    stored = two.test_predictions("cnn5-abc")
+    assert stored["rows"].tolist() == [3, 5] and np.allclose(stored["probabilities"], probabilities)
