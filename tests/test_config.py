@@ -179,7 +179,7 @@ EXACT_MESSAGES = {
     "unknown key before a bad value": (
         _replace("folds = 2", 'folds = "x"\nfold = 3'),
         "cv.fold: unknown key 'fold'. Did you mean 'folds'? Allowed here: folds, repeats, seed, stratified, grouped, "
-        "small_classes, scheme, validation_fraction.",
+        "small_classes, scheme, validation_fraction, ratios, train_split, valid_split, test, outer.",
     ),
     "sub-table that is no table": (_train("early_stopping = 3"), "train.early_stopping: expected a table, got 3."),
     "sub-table key": (

@@ -220,6 +220,8 @@ def test_kill_9_while_scoring_the_test_set_then_rerun_stores_one_score(base, tmp
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(results / NAME / "optuna.journal")))
     assert len(ResultStore(storage, NAME).test_records([records[0].search_id])) == 1
+    # the claim the killed process left was taken over, and released once the score was stored
+    assert not [s.study_name for s in storage.get_all_studies() if s.study_name.startswith("harness-claim:")]
     timing = [c for c in pd.read_csv(clean / "leaderboard.csv").columns if "seconds" in c or c.endswith("_at")]
     pd.testing.assert_frame_equal(pd.read_csv(results / NAME / "leaderboard.csv").drop(columns=timing),
                                   pd.read_csv(clean / "leaderboard.csv").drop(columns=timing))

@@ -176,11 +176,13 @@ def _test_list(value: Any, info: ValidationInfo) -> Any:
     return str(file.resolve())
 
 
-@dataclass(config=TABLE)
+@dataclass(config=TABLE | {"populate_by_name": True})  # TestSet(list=...) as in the file, or file=... in code
 class TestSet:
     """[cv] test: the locked test set, taken out before the folds are made and scored once, after
     selection. One of ``split`` (the dataset's own split of that name), ``fraction`` (a seeded,
     stratified, group-aware share) or ``list`` (a file of paths, one a line)."""
+
+    __test__ = False  # not a pytest test class
 
     split: Optional[StrictStr] = None
     fraction: Optional[Number] = None

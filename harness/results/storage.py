@@ -183,6 +183,15 @@ class ResultStore:
             return True
         return False
 
+    def release_test_claim(self, search_id: str) -> None:
+        """Remove the claim once the record is stored (nothing is left in the storage's study list)."""
+        held = find_study_id(self.storage, CLAIM_PREFIX + search_id)
+        if held is not None:
+            try:
+                self.storage.delete_study(held)
+            except KeyError:
+                pass
+
     def beat_test_claim(self, search_id: str) -> None:
         """A sign of life of the process scoring the search's test set."""
         held = find_study_id(self.storage, CLAIM_PREFIX + search_id)

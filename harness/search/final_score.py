@@ -92,6 +92,7 @@ def final_score(target: FinalScore, console: Console, stop: StopToken) -> TestRe
     record, probabilities = _score(target, selection, folds, stop)
     labels = target.run.dataset.labels[target.test_idx]
     store.append_test(record, target.test_idx, labels, probabilities)
+    store.release_test_claim(target.search)
     low, high = binomial_interval(round(record.metrics["accuracy"] * record.n), record.n)
     console.print(f"{target.candidate.name} on {target.where}: accuracy {record.metrics['accuracy']:.3f} "
                   f"(95% CI {low:.3f}–{high:.3f}, n = {record.n}); cross-validated {study.metrics.objective} "
