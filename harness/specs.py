@@ -92,6 +92,9 @@ class ModelSpec:
     #: For a model with pretrained weights: ``() -> str``, where they come from and whether they are
     #: installed (shown by ``harness plugins``).
     weights_status: Callable[[], str] | None = None
+    #: The layer whose feature map Grad-CAM explains (``harness.toolkit.gradcam``), by name; it may lie
+    #: inside the nested backbone. None: the backbone's output, else the last 4-D (feature map) output.
+    explain_layer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,16 @@ For model authors (``harness.toolkit.backbones``, imports Keras):
 - ``random_weights(weights)``: whether the study asks for random weights ("none").
 - ``keras_cache_dir()``: where Keras keeps downloaded weights ($KERAS_HOME/models).
 
+Explaining predictions (``harness.toolkit.gradcam``, imports Keras on first call; any backend):
+
+- ``grad_cam(model, inputs, class_index=None, layer=None, batch_size=32)``: Grad-CAM heat maps,
+  float32 ``(n, height, width)`` in [0, 1], of the predicted (or given) class; ``inputs`` as the
+  model takes them (images, or a dict with extra inputs); ``layer`` defaults to the ``backbone``'s
+  output, else the last 4-D output (``ModelSpec.explain_layer`` names another).
+- ``GradCam(model, layer=None)``: the same, prepared once for many calls.
+- ``overlay(image, heatmap, alpha=0.4, colormap="jet")``: the map coloured and blended onto a
+  uint8 RGB image.
+
 Reading PyTorch weights (``harness.toolkit.torch_weights``, no PyTorch needed):
 
 - ``read_state_dict(path)``: a ``.pth`` file's tensors as NumPy arrays, by name, without running
@@ -54,13 +64,16 @@ from harness.toolkit.files import SYSTEM_FILES, SYSTEM_FOLDERS, is_ignored
 from harness.toolkit.text import did_you_mean, plural
 from harness.toolkit.torch_weights import UnsafeWeightsError, read_state_dict
 
-#: Names loaded on first use, by the module that holds them (that module imports Keras).
+#: Names loaded on first use, by the module that holds them (backbones imports Keras; gradcam, on first call).
 LAZY = {
-    name: "harness.toolkit.backbones"
-    for name in (
-        "BACKBONE", "POOLING", "PREPROCESSING", "Preprocess", "build_pretrained", "check_size",
-        "classifier", "keras_cache_dir", "pool", "pretrained_base", "random_weights",
-    )
+    **{
+        name: "harness.toolkit.backbones"
+        for name in (
+            "BACKBONE", "POOLING", "PREPROCESSING", "Preprocess", "build_pretrained", "check_size",
+            "classifier", "keras_cache_dir", "pool", "pretrained_base", "random_weights",
+        )
+    },
+    **{name: "harness.toolkit.gradcam" for name in ("GradCam", "grad_cam", "overlay")},
 }
 
 __all__ = [
