@@ -124,6 +124,10 @@ def test_the_demos_report_opens_in_headless_chromium_with_every_image_and_no_con
         assert len(images) >= 2 * 5 + 2
         broken = [alt for alt, complete, width in images if not complete or width == 0]
         assert not broken, f"broken images: {broken}"
+        # Issue 28: the data drawn, and each candidate's confidence of right and wrong predictions.
+        alts = [alt for alt, _, _ in images]
+        assert "images per class and fold" in alts
+        assert sorted(a for a in alts if a.startswith("confidence of ")) == ["confidence of cnn5", "confidence of cnn5-small-head"]
         errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
         assert not errors, errors
         shot = tmp_path / "report.png"

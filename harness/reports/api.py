@@ -10,6 +10,8 @@
   ``results_dir / RECORDS_FILE``; damaged lines are skipped.
 - ``write_html_report(results_dir, thumbnails=None, audit=None) -> Path``: the evidence page,
   ``report.html`` (imports plotting and scoring code on first use, so it is loaded lazily).
+- ``confidence_markdown(results_dir, table) -> str``: a Markdown section on each candidate's
+  out-of-fold errors and how many were made above 90 % confidence (loaded lazily too).
 
 Only names listed here are the API; the modules they come from may change.
 """
@@ -23,7 +25,7 @@ from harness.reports.leaderboard import build_leaderboard, tells_models_apart, t
 from harness.results.records import RECORDS_FILE, read_records
 
 #: Names loaded on first use, by the module that holds them.
-LAZY = {"write_html_report": "harness.reports.html"}
+LAZY = {"write_html_report": "harness.reports.html", "confidence_markdown": "harness.reports.confidence"}
 
 __all__ = ["RECORDS_FILE", "build_leaderboard", "read_records", "tells_models_apart", "to_markdown", *LAZY]
 

@@ -21,6 +21,9 @@ import pandas as pd
 from harness import __version__
 from harness.core.files import atomic_write
 from harness.evaluation.evidence import OutOfFold, calibration, confidently_wrong, confusion, most_confused, out_of_fold, per_class, top_k
+from harness.reports.confidence import confidence, confidence_plot
+from harness.reports.data_figures import data_figures
+from harness.reports.figures import png
 from harness.reports.leaderboard import build_leaderboard, notes, table_cells
 from harness.reports.protocol_sections import nested_section, part_counts, test_section
 from harness.results.records import RECORDS_FILE, fold_predictions, read_records
@@ -32,13 +35,6 @@ REPORT_FILE = "report.html"
 TEMPLATE_FILE = "report.html.j2"
 #: ``thumbnails(rows) -> uint8 images`` for dataset rows (positions in folds.csv), or None.
 Thumbnails = Callable[[list[int]], np.ndarray] | None
-
-
-def png(figure) -> str:
-    """A matplotlib figure as a PNG data URI."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def image_uri(pixels: np.ndarray) -> str:
@@ -177,6 +173,7 @@ def write_html_report(results_dir: Path, thumbnails: Thumbnails = None, audit: l
         headers=headers, rows=rows, board_notes=notes(board), candidates=candidates, version=__version__,
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), results_dir=str(results_dir), test=test,
         nested=nested_section(info, board), **_data_section(info, folds),
+        figures=data_figures(results_dir, info, folds, thumbnails),
     )
     return atomic_write(results_dir / REPORT_FILE, page)
 
@@ -196,7 +193,7 @@ def _candidate_section(row: pd.Series, records: list, anchor: str, info: dict, r
         "name": row["candidate"], "model": row["model"], "rank": row["rank"], "trial": row.get("best_trial"),
         "anchor": anchor, "params": row.get("best_params"), "notes": [],
         "curves": learning_curves(records), "per_class": None, "confusion": None, "reliability": None, "ece": 0.0,
-        "confused": [], "top_k": {}, "wrong": [],
+        "confused": [], "top_k": {}, "wrong": [], "confidence": None, "confidence_plot": None,
     }
     search_id = next((c["search_id"] for c in info["candidates"] if c["name"] == row["candidate"]), None)
     entry["history_plot"], entry["importance_plot"] = optuna_plots(info, results_dir, search_id)
@@ -211,6 +208,8 @@ def _candidate_section(row: pd.Series, records: list, anchor: str, info: dict, r
     matrix = confusion(oof, classes)
     entry["confusion"] = confusion_plot(matrix, classes)
     entry["reliability"], entry["ece"] = reliability_plot(oof)
+    entry["confidence"] = confidence(oof)
+    entry["confidence_plot"] = confidence_plot(entry["confidence"], len(classes))
     entry["per_class"] = per_class(oof, classes).to_dict("records")
     entry["confused"] = most_confused(matrix, classes)
     entry["top_k"] = top_k(oof, [k for k in info.get("top_k", []) if k > 1])

@@ -25,7 +25,12 @@ def on_study_end(run: RunInfo, leaderboard: Leaderboard) -> None:
         lines += ["Run with settings that override the study file (the saved study.toml has them written in):", ""]
         lines += [f"- {o.name} = {o.value} (from {o.source})" for o in run.overrides] + [""]
     lines += [f"- warning: {note}" for note in run.notes] + ([""] if run.notes else [])
-    lines += ["## Leaderboard", "", to_markdown(build_leaderboard(run.results_dir))]
+    from harness.reports.api import confidence_markdown  # scoring code: loaded when a study ends, not with the plugin
+
+    board = build_leaderboard(run.results_dir)
+    lines += ["## Leaderboard", "", to_markdown(board)]
+    confident = confidence_markdown(run.results_dir, board)
+    lines += [confident] if confident else []
     failed = [r for r in leaderboard.rows if r.status == "failed"]
     if failed:
         lines += ["## Failed candidates", ""]
