@@ -43,7 +43,6 @@ vanishing when a prediction is certain.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -344,12 +343,12 @@ def _no_gradients():
 
 
 def _tensorflow_gradient(score, features):
-    # Chosen only when Keras runs on TensorFlow (like harness.training.loops): imported by name so the
-    # core's "no direct TensorFlow" check (tests/test_backends.py) keeps guarding every other module.
-    tensorflow = importlib.import_module("tensorflow")
+    # Chosen only when Keras runs on TensorFlow; one of the two modules allowed to import it
+    # (tests/test_backends.py), as each backend's gradient needs its own mechanism.
+    import tensorflow as tf
 
-    features = tensorflow.convert_to_tensor(features)
-    with tensorflow.GradientTape() as tape:
+    features = tf.convert_to_tensor(features)
+    with tf.GradientTape() as tape:
         tape.watch(features)
         value = score(features)
     return tape.gradient(value, features)
