@@ -128,6 +128,8 @@ def _add_predict(sub) -> None:
     predict.add_argument("--location", help="the region, for a model that takes a location input")
     predict.add_argument("--input", action="append", default=[], metavar="NAME=VALUE", help="any other extra input")
     predict.add_argument("--json", action="store_true", help="one JSON line per image instead of tables")
+    predict.add_argument("--explain", type=Path, metavar="OUT_DIR",
+                         help="also write each image's Grad-CAM heat map of its top class there, as a PNG overlay")
 
 
 def _add_serve(sub) -> None:

@@ -1,7 +1,8 @@
 """`harness serve MODEL_DIR`: a prediction service (FastAPI on uvicorn) with an upload page.
 
-``POST /predict`` (multipart ``file``, optional ``location``, ``top_k``) answers the top k ``label``,
-``label_id`` and ``probability`` with the model's name and version; ``GET /model``, ``GET /health``,
+``POST /predict`` (multipart ``file``, optional ``location``, ``top_k``, ``explain``) answers the top k
+``label``, ``label_id`` and ``probability`` with the model's name and version, and with
+``explain=true`` the Grad-CAM overlay of the top class as a base64 PNG; ``GET /model``, ``GET /health``,
 OpenAPI at ``/docs`` and ``/openapi.json``; ``GET /`` is an upload page without external assets.
 Bad input gets a JSON error with a 4xx code, never a 500. The model is loaded once, in safe mode;
 the service binds to 127.0.0.1 unless told otherwise.
@@ -9,6 +10,7 @@ the service binds to 127.0.0.1 unless told otherwise.
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name
 # classes imported inside the functions that add them (FastAPI is an optional extra).
+import base64
 import io
 import logging
 import socket
@@ -20,6 +22,9 @@ from harness.serving.model_folder import ExportedModel
 #: Decoding a larger picture could take gigabytes, whatever its file size (a "decompression bomb").
 MAX_PIXELS = 40_000_000
 MAX_TOP_K = 1000
+#: The answers ``explain`` takes, yes and no (a checked checkbox without a value sends "on").
+EXPLAIN_YES = frozenset({"true", "1", "on", "yes"})
+EXPLAIN_NO = frozenset({"false", "0", "off", "no", ""})
 
 log = logging.getLogger("harness.serving.http")
 
@@ -41,6 +46,7 @@ class PredictionService:
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
         self.lock = threading.Lock()
+        self._explainer = None  # prepared on the first explain=true request, under the lock
 
     def too_large(self) -> str:
         return f"upload too large: at most {self.max_upload_bytes / (1024 * 1024):g} MB"
@@ -74,9 +80,13 @@ class PredictionService:
         if width * height > self.max_pixels:
             raise Refused(413, f"image too large: {width}×{height} pixels, at most {self.max_pixels:,}")
 
-    def predict(self, data: bytes, filename: str, location: str | None, top_k: str) -> dict:
-        """The top ``top_k`` classes of an uploaded image (``POST /predict``)."""
+    def predict(self, data: bytes, filename: str, location: str | None, top_k: str, explain: str = "false") -> dict:
+        """The top ``top_k`` classes of an uploaded image (``POST /predict``), and its heat map with
+        ``explain=true``."""
         model = self.model
+        explaining = explain.strip().lower()
+        if explaining not in EXPLAIN_YES | EXPLAIN_NO:
+            raise Refused(422, f"explain must be true or false, got {explain!r}")
         self.check_upload(data, filename, top_k)
         extra = {"location": location} if location not in (None, "") else {}
         unknown = sorted(set(extra) - set(model.extra_inputs))
@@ -92,8 +102,25 @@ class PredictionService:
             raise Refused(415, str(exc)) from None
         with self.lock:
             probabilities = model.probabilities(pixels[None], extra)
-        top = model.top(probabilities, int(top_k))[0]
-        return {"model": model.info["name"], "version": model.info.get("version"), "predictions": top.as_json()}
+            top = model.top(probabilities, int(top_k))[0]
+            explanation = self.explain(pixels, extra, top) if explaining in EXPLAIN_YES else None
+        answer = {"model": model.info["name"], "version": model.info.get("version"), "predictions": top.as_json()}
+        if explanation is not None:
+            answer["explanation"] = explanation
+        return answer
+
+    def explain(self, pixels, extra: dict, top) -> dict:
+        """The Grad-CAM overlay of ``top``'s first class; call it holding the lock."""
+        from harness.serving.explain import Explainer, png
+
+        try:
+            if self._explainer is None:
+                self._explainer = Explainer(self.model)
+            image = self._explainer.overlays(pixels[None], extra, [top.label_ids[0]])[0]
+        except HarnessError as exc:
+            raise Refused(422, f"this model cannot be explained: {exc}") from None
+        return {"class": top.labels[0], "png_base64": base64.b64encode(png(image)).decode("ascii"),
+                "method": self._explainer.method}
 
 
 def create_app(model: ExportedModel, max_upload_bytes: int = 10 * 1024 * 1024, max_pixels: int = MAX_PIXELS):
@@ -167,9 +194,11 @@ def _add_routes(app, service: PredictionService) -> None:
     @app.post("/predict")
     def predict(file: UploadFile = File(..., description="an image (JPEG, PNG, GIF, BMP, TIFF, WebP)"),
                 location: str | None = Form(None, description="the region, for a model that takes one"),
-                top_k: str = Form("5", description="how many classes to return")) -> dict:
+                top_k: str = Form("5", description="how many classes to return"),
+                explain: str = Form("false", description="true: also the Grad-CAM heat map of the top class, "
+                                    "blended on the image as the model sees it (a base64 PNG)")) -> dict:
         data = file.file.read(service.max_upload_bytes + 1)
-        return service.predict(data, file.filename or "upload", location, top_k)
+        return service.predict(data, file.filename or "upload", location, top_k, explain)
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():

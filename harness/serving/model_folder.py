@@ -89,12 +89,16 @@ class ExportedModel:
             arrays[name] = np.repeat(np.eye(len(vocabulary), dtype="float32")[[vocabulary.index(value)]], n, axis=0)
         return arrays
 
+    def inputs(self, pixels: np.ndarray, extra: dict[str, str | None] | None = None):
+        """What the models take for decoded images: the uint8 batch, or a dict with the extra inputs."""
+        pixels = np.asarray(pixels, dtype=np.uint8)
+        if self.extra_inputs:
+            return {"image": pixels, **self.encode_extra(extra or {}, len(pixels))}
+        return pixels
+
     def probabilities(self, pixels: np.ndarray, extra: dict[str, str | None] | None = None) -> np.ndarray:
         """Class probabilities for decoded images (n, height, width, 3); averaged over fold models."""
-        pixels = np.asarray(pixels, dtype=np.uint8)
-        inputs = pixels
-        if self.extra_inputs:
-            inputs = {"image": pixels, **self.encode_extra(extra or {}, len(pixels))}
+        inputs = self.inputs(pixels, extra)
         outputs = [self._call(m, inputs, len(pixels)) for m in self.models]
         return np.mean(outputs, axis=0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,10 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from harness.core.files import atomic_write
+from harness.data.images import is_ignored, read_bytes
 from harness.errors import HarnessError
 from harness.serving.model_folder import ExportedModel
-from harness.data.images import is_ignored, read_bytes
 
 BATCH = 64
 
@@ -45,6 +47,22 @@ def extra_values(args) -> dict[str, str]:
     return values
 
 
+def explain_folder(folder: Path | None) -> Path | None:
+    """The ``--explain`` folder, made if missing and checked writable before any prediction."""
+    if folder is None:
+        return None
+    if folder.exists() and not folder.is_dir():
+        raise HarnessError(f"--explain {folder}: a file, not a folder; give a folder for the heat maps.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise HarnessError(f"--explain {folder}: cannot write heat maps there ({exc.strerror or exc}); "
+                           "give a folder you can write to.") from None
+    return folder
+
+
 def predict_command(args, out: Console, err: Console) -> int:
     model = ExportedModel(args.model_dir)
     extra = extra_values(args)
@@ -54,6 +72,13 @@ def predict_command(args, out: Console, err: Console) -> int:
         raise HarnessError(f"this model takes no input {', '.join(unknown)}; it takes {takes}.")
     model.encode_extra(extra, 1)  # a missing or unknown location stops here, before any decoding
     files = image_files(args.images)
+    folder = explain_folder(getattr(args, "explain", None))
+    explainer = explaining = None
+    if folder is not None:
+        from harness.serving.explain import Explainer, overlay_names
+
+        explainer = Explainer(model)  # a model Grad-CAM cannot explain stops here, before predicting
+        explaining = (explainer, folder, overlay_names(files))
     unreadable: list[str] = []
     with Progress(console=err, transient=True, disable=len(files) < 2) as progress:
         task = progress.add_task("predicting", total=len(files))
@@ -66,21 +91,41 @@ def predict_command(args, out: Console, err: Console) -> int:
                 except (HarnessError, OSError) as exc:
                     unreadable.append(str(exc))
             if batch:
-                probabilities = model.probabilities(np.stack(pixels), extra)
-                for path, prediction in zip(batch, model.top(probabilities, args.top_k)):
-                    show(path, prediction, args.json, out)
+                answer(model, batch, np.stack(pixels), extra, args, out, explaining)
             progress.advance(task, len(files[start:start + BATCH]))
     for line in unreadable:
         err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    if explainer is not None:
+        err.print(f"heat maps: {escape(explainer.method)}; in {escape(str(folder))}", soft_wrap=True, highlight=False)
     if unreadable:
         err.print(f"{len(unreadable)} of {len(files)} file(s) could not be read; the others are above.")
         return 2
     return 0
 
 
-def show(path: Path, prediction, as_json: bool, out: Console) -> None:
+def answer(model: ExportedModel, batch: list[Path], pixels: np.ndarray, extra: dict, args, out: Console,
+           explaining: tuple | None) -> None:
+    """Show the predictions of one batch; with ``explaining`` (explainer, folder, file names), write
+    each image's heat map overlay of its top-1 class too."""
+    predictions = model.top(model.probabilities(pixels, extra), args.top_k)
+    written: list[Path | None] = [None] * len(batch)
+    if explaining is not None:
+        from harness.serving.explain import png
+
+        explainer, folder, names = explaining
+        images = explainer.overlays(pixels, extra, [p.label_ids[0] for p in predictions])
+        for i, (path, image) in enumerate(zip(batch, images)):
+            written[i] = atomic_write(folder / names[path], png(image), fsync=False)
+    for path, prediction, explanation in zip(batch, predictions, written):
+        show(path, prediction, args.json, out, explanation)
+
+
+def show(path: Path, prediction, as_json: bool, out: Console, explanation: Path | None = None) -> None:
     if as_json:
-        print(json.dumps({"image": str(path), "top": prediction.as_json()}), flush=True)
+        line = {"image": str(path), "top": prediction.as_json()}
+        if explanation is not None:
+            line["explanation"] = str(explanation)
+        print(json.dumps(line), flush=True)
         return
     out.print(f"[bold]{escape(str(path))}[/]", soft_wrap=True, highlight=False)
     table = Table()
@@ -89,3 +134,6 @@ def show(path: Path, prediction, as_json: bool, out: Console) -> None:
     for rank, (label, label_id, p) in enumerate(zip(prediction.labels, prediction.label_ids, prediction.probabilities), 1):
         table.add_row(str(rank), escape(label), str(label_id), f"{p:.3f}")
     out.print(table)
+    if explanation is not None:
+        out.print(f"heat map of {escape(prediction.labels[0])}: {escape(str(explanation))}", soft_wrap=True,
+                  highlight=False)
