@@ -9,7 +9,8 @@
 - ``read_records(path) -> list[FoldRecord]``: a results folder's fold records, from
   ``results_dir / RECORDS_FILE``; damaged lines are skipped.
 - ``write_html_report(results_dir, thumbnails=None, audit=None) -> Path``: the evidence page,
-  ``report.html`` (imports plotting and scoring code on first use, so it is loaded lazily).
+  ``report.html`` (imports plotting and scoring code on first use, so it is loaded lazily). Its
+  Grad-CAM heat maps need the dataset: pass ``RunInfo.thumbnails`` (the dataset's own method) as it is.
 - ``confidence_markdown(results_dir, table) -> str``: a Markdown section on each candidate's
   out-of-fold errors and how many were made above 90 % confidence (loaded lazily too).
 

@@ -24,6 +24,7 @@ from harness.evaluation.evidence import OutOfFold, calibration, confidently_wron
 from harness.reports.confidence import confidence, confidence_plot
 from harness.reports.data_figures import data_figures
 from harness.reports.figures import png
+from harness.reports.heatmaps import heatmap_section
 from harness.reports.leaderboard import build_leaderboard, notes, table_cells
 from harness.reports.protocol_sections import nested_section, part_counts, test_section
 from harness.results.records import RECORDS_FILE, fold_predictions, read_records
@@ -151,7 +152,9 @@ def optuna_plots(info: dict, results_dir: Path, search_id: str) -> tuple[str | N
 
 def write_html_report(results_dir: Path, thumbnails: Thumbnails = None, audit: list[str] | None = None) -> Path:
     """Build ``results_dir/report.html`` from what the folder stores; ``thumbnails`` gives images
-    for the strip of confidently wrong predictions (left out without it)."""
+    for the strip of confidently wrong predictions (left out without it). The Grad-CAM heat maps
+    need the dataset itself: ``thumbnails`` as its bound method ``dataset.thumbnails`` gives it;
+    they refit each candidate's best configuration once (``harness.reports.heatmaps``)."""
     results_dir = Path(results_dir)
     info = json.loads((results_dir / RUN_FILE).read_text())
     board = build_leaderboard(results_dir)
@@ -193,7 +196,7 @@ def _candidate_section(row: pd.Series, records: list, anchor: str, info: dict, r
         "name": row["candidate"], "model": row["model"], "rank": row["rank"], "trial": row.get("best_trial"),
         "anchor": anchor, "params": row.get("best_params"), "notes": [],
         "curves": learning_curves(records), "per_class": None, "confusion": None, "reliability": None, "ece": 0.0,
-        "confused": [], "top_k": {}, "wrong": [], "confidence": None, "confidence_plot": None,
+        "confused": [], "top_k": {}, "wrong": [], "confidence": None, "confidence_plot": None, "heatmaps": None,
     }
     search_id = next((c["search_id"] for c in info["candidates"] if c["name"] == row["candidate"]), None)
     entry["history_plot"], entry["importance_plot"] = optuna_plots(info, results_dir, search_id)
@@ -214,6 +217,10 @@ def _candidate_section(row: pd.Series, records: list, anchor: str, info: dict, r
     entry["confused"] = most_confused(matrix, classes)
     entry["top_k"] = top_k(oof, [k for k in info.get("top_k", []) if k > 1])
     entry["wrong"] = _confidently_wrong(oof, classes, folds, thumbnails)
+    entry["heatmaps"] = heatmap_section(results_dir, info, row["candidate"], row["config_id"], records, oof, folds,
+                                        thumbnails)
+    for image in entry["heatmaps"]["images"]:
+        image["image"] = image_uri(image.pop("pixels"))
     return entry
 
 

@@ -8,8 +8,10 @@ whichever workers finish together), read back on every rerun, and never shown to
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -29,6 +31,8 @@ from harness.search.recovery import owner
 from harness.specs import TestRecord
 from harness.training.fit import fit_fold
 
+#: Where refit models are kept in a results folder (as ``harness.reports.heatmaps.MODELS_DIR``).
+MODELS_DIR = "models"
 #: Seconds between the scoring process's signs of life in its claim.
 BEAT_SECONDS = 5.0
 
@@ -115,9 +119,17 @@ def _score(target: FinalScore, selection, folds, stop: StopToken) -> tuple[TestR
         fits = [(fold_indices(folds, 0, fold)[0], fold_seed(study.seed, selection.config_id, 0, fold))
                 for fold in range(study.cv.folds)]
     probabilities = np.zeros((len(target.test_idx), len(dataset.classes)))
+    keep = _refit_file(target, selection.config_id) if study.cv.test_model == "refit" else None
     for train_idx, seed in fits:
-        result = fit_fold(spec, dataset, candidate.image_size, params, train, train_idx, target.test_idx,
-                          seed=seed, cache=run.features, on_epoch=beat)
+        partial = None if keep is None else keep.with_name(f".{keep.stem}.{os.getpid()}.partial.keras")
+        try:
+            result = fit_fold(spec, dataset, candidate.image_size, params, train, train_idx, target.test_idx,
+                              seed=seed, cache=run.features, on_epoch=beat, save_model=partial)
+            if partial is not None:
+                os.replace(partial, keep)  # whole or absent
+        finally:
+            if partial is not None:
+                partial.unlink(missing_ok=True)
         probabilities += result.probabilities / len(fits)
     extra = [target.plugins.metrics.get(m) for m in study.metrics.extra]
     metrics = fold_metrics(dataset.labels[target.test_idx], probabilities, study.metrics.top_k, extra)
@@ -128,6 +140,16 @@ def _score(target: FinalScore, selection, folds, stop: StopToken) -> tuple[TestR
         train_size=len(target.train_idx), fit_seconds=round(time.perf_counter() - started, 3),
     )
     return record, probabilities
+
+
+def _refit_file(target: FinalScore, config: str) -> Path | None:
+    """Where the test set's refit is kept: the report's Grad-CAM heat maps use the same model
+    (``harness.reports.heatmaps.model_path``) instead of refitting it. None for an outer fold."""
+    if target.outer is not None:
+        return None
+    folder = Path(target.run.results_dir) / MODELS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{target.search}-{config}.keras"
 
 
 def _beat(target: FinalScore, stop: StopToken):
