@@ -121,6 +121,29 @@ def test_a_study_without_the_protocols_keeps_its_search_ids(tmp_path, plugins):
     assert _ids(plugins, tmp_path, "test = { fraction = 0.2 }") != with_test
 
 
+def test_a_test_list_study_reloads_from_its_results_copy_with_the_same_ids(tmp_path, plugins):
+    """The results folder's study.toml names the list by its full path (a report or export reloads
+    it from there), and the search id depends on the list's content, not on where it lies."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    for folder in (here, there):
+        folder.mkdir()
+        (folder / "test.txt").write_text("a/1.jpg\n")
+    text = '[dataset]\nname = "synthetic"\n[cv]\ntest = { list = "test.txt" }\n[[candidates]]\nmodel = "cnn4"\n'
+    (here / "s.toml").write_text(text)
+    (there / "s.toml").write_text(text)
+    first = load_study(here / "s.toml", plugins)
+    copy = tmp_path / "results-study.toml"
+    copy.write_text(first.effective_toml())
+    again = load_study(copy, plugins)
+    assert again.cv.test.file == first.cv.test.file == str((here / "test.txt").resolve())
+    assert search_id(again, again.candidates[0]) == search_id(first, first.candidates[0])
+    moved = load_study(there / "s.toml", plugins)  # the same list in another folder: the same search
+    assert search_id(moved, moved.candidates[0]) == search_id(first, first.candidates[0])
+    (there / "test.txt").write_text("a/2.jpg\n")
+    changed = load_study(there / "s.toml", plugins)
+    assert search_id(changed, changed.candidates[0]) != search_id(first, first.candidates[0])
+
+
 # -- folds -----------------------------------------------------------------------------------------
 
 def test_given_split_on_a_table_and_unused_splits_noted():

@@ -59,8 +59,14 @@ class Study:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def effective_raw(self) -> dict[str, Any]:
-        """The study file's tables with the overrides written in: what was really run."""
-        return outside.written_into(self.raw, self.overrides)
+        """The study file's tables with the overrides written in: what was really run. A test list
+        is named by its full path, so the copy in the results folder finds it too."""
+        raw = outside.written_into(self.raw, self.overrides)
+        test = raw.get("cv", {}).get("test")
+        if isinstance(test, dict) and "list" in test and self.cv.test is not None and self.cv.test.file:
+            raw = copy.deepcopy(raw)
+            raw["cv"]["test"]["list"] = self.cv.test.file
+        return raw
 
     def effective_toml(self) -> str:
         """``effective_raw`` as TOML, headed by where it came from and which overrides it holds."""
@@ -83,6 +89,8 @@ def cv_fingerprint(cv: CVConfig) -> dict[str, Any]:
     plain.pop("outer", None)
     if plain.get("test"):
         plain["test"].pop("model", None)
+        if plain["test"].get("file"):  # the list's content, not where it lies: the same on every machine
+            plain["test"]["file"] = hashlib.sha256(Path(plain["test"]["file"]).read_bytes()).hexdigest()
     return {k: v for k, v in plain.items() if k not in _PROTOCOL_DEFAULTS or v != _PROTOCOL_DEFAULTS[k]}
 
 

@@ -11,7 +11,6 @@ prediction chose, so its caption's true and predicted classes are those of the r
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.core.seeds import refit_seed
 from harness.errors import HarnessError
 from harness.evaluation.evidence import OutOfFold, confidently_wrong
 
@@ -43,13 +43,6 @@ class Refit:
 def model_path(results_dir: Path, search: str, config: str) -> Path:
     """Where the refit of configuration ``config`` of search ``search`` is kept."""
     return Path(results_dir) / MODELS_DIR / f"{search}-{config}.keras"
-
-
-def refit_seed(seed: int, config: str) -> int:
-    """The refit's training seed: ``harness.search.ids.fold_seed(seed, config, -1, -1)``, which this
-    layer may not import (tests check the two agree)."""
-    digest = hashlib.sha256(f"{seed}/{config}/-1/-1".encode()).digest()
-    return int.from_bytes(digest[:4], "little") % (2**31 - 1)
 
 
 def heatmap_section(results_dir: Path, info: dict, candidate: str, config: str, records: list, oof: OutOfFold,

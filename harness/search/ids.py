@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from harness.config.study import Candidate, Study
+from harness.core.seeds import fold_seed  # noqa: F401  (its home before harness.core.seeds)
 from harness.plugins import Plugins
 
 
@@ -19,12 +20,6 @@ def config_id(search: str, params: dict[str, Any]) -> str:
     """A configuration's id within a search: the same sampled values give the same id."""
     text = json.dumps([search, params], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def fold_seed(seed: int, config: str, repeat: int, fold: int) -> int:
-    """The training seed of one configuration on one fold."""
-    digest = hashlib.sha256(f"{seed}/{config}/{repeat}/{fold}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") % (2**31 - 1)
 
 
 def sampler_seed(seed: int, candidate: str) -> int:
