@@ -56,14 +56,23 @@ def write_results_folder(store: ResultStore, results_dir: Path, local: dict[str,
     lines = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records)
     atomic_write(results_dir / RECORDS_FILE, lines, fsync=False)
     for search_id in search_ids:
-        for key, arrays in store.predictions(search_id).items():
-            config, repeat, fold = key.split("/")
-            full_key = (search_id, config, int(repeat[1:]), int(fold[1:]))
-            if not predictions_path(results_dir, full_key).exists():
-                write_predictions(results_dir, full_key, arrays["rows"], arrays["labels"], arrays["probabilities"])
+        _write_missing_predictions(store, results_dir, search_id)
     _write_test_results(store, results_dir, search_ids + [sid for c in info.get("candidates", [])
                                                           for sid in c.get("outer_search_ids", [])])
     return True
+
+
+def _write_missing_predictions(store: ResultStore, results_dir: Path, search_id: str) -> None:
+    """predictions/: each fold's .npz the folder lacks, fetched from the storage one fold at a time
+    (the folds already there are not read again)."""
+    for key, stored in store.stored_predictions(search_id).items():
+        config, repeat, fold = key.split("/")
+        full_key = (search_id, config, int(repeat[1:]), int(fold[1:]))
+        if predictions_path(results_dir, full_key).exists():
+            continue
+        arrays = store.load_predictions(search_id, key, stored)
+        if arrays is not None:  # damaged: the report shows the fold without its predictions
+            write_predictions(results_dir, full_key, arrays["rows"], arrays["labels"], arrays["probabilities"])
 
 
 def _write_test_results(store: ResultStore, results_dir: Path, search_ids: list[str]) -> None:

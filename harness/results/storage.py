@@ -6,18 +6,22 @@ out-of-fold predictions, the folds and the run's description. Optuna's own stora
 
 - a candidate's search (an Optuna study named by its search id) carries its fold records as user
   attributes ``fold/<config>/r<repeat>/f<fold>`` and their predictions as system attributes
-  ``oof/...`` (a compressed .npz, base64; read back without pickle);
+  ``oof/...``: the id of a compressed .npz in the study's Optuna artifact store (``artifacts/``
+  beside a journal or SQLite file, or ``HARNESS_ARTIFACT_DIR``), or, for a database server without
+  a shared artifact folder, the .npz itself in base64 as in studies written before artifacts
+  (``harness.results.prediction_blobs`` says which, and why); read back without pickle;
 - a study named ``harness:<study name>`` carries the run's description and its folds.
 
 A key is written once per fold, so no record can be doubled, whichever workers race for it.
+A fold costs the same to store whether it is the search's first or its thousandth: records read
+are held and a missing one is looked up alone, and the storage holds no bulky predictions.
 The storage itself is opened in ``harness.results.optuna_storage``; the results folder is a view
 of it, written by ``harness.results.folder``.
 """
 
 from __future__ import annotations
 
-import base64
-import io
+import copy
 import json
 import time
 from dataclasses import asdict
@@ -31,7 +35,9 @@ from optuna.storages import BaseStorage
 
 from harness.core.compat import forwarding
 from harness.errors import HarnessError
+from harness.results.attr_reads import read_system_attr, read_user_attr
 from harness.results.optuna_storage import find_study_id
+from harness.results.prediction_blobs import default_artifact_store, load_predictions, save_predictions
 from harness.results.records import RECORDS_FILE, FoldRecord, append_record_line, write_predictions
 from harness.specs import TestRecord
 
@@ -52,15 +58,24 @@ def record_key(config: str, repeat: int, fold: int) -> str:
 
 class ResultStore:
     """Fold records, out-of-fold predictions, folds and run description of one study, kept in its
-    storage; the same interface whichever storage it is."""
+    storage; the same interface whichever storage it is.
 
-    def __init__(self, storage: BaseStorage, study_name: str, mirror_dir: Path | None = None):
+    A fold costs the same whether it is the study's first or its thousandth: records already read
+    are held, a missing one is looked up alone (``harness.results.attr_reads``), and predictions
+    live in an artifact store with only their id in the storage (``harness.results.prediction_blobs``).
+    ``artifacts``: the artifact store ("auto": the storage's default there; None: in the storage)."""
+
+    def __init__(self, storage: BaseStorage, study_name: str, mirror_dir: Path | None = None,
+                 artifacts: Any = "auto"):
         self.storage = storage
         self.study_name = study_name
         #: A results folder that shows each record and its predictions as soon as they are stored.
         self.mirror_dir = Path(mirror_dir) if mirror_dir is not None else None
+        self.artifacts = default_artifact_store(storage) if artifacts == "auto" else artifacts
         self._ids: dict[str, int] = {}
         self._records: dict[str, dict[str, FoldRecord]] = {}
+        #: Searches whose records were all read once (``count`` answers from what is held).
+        self._read_whole: set[str] = set()
 
     # -- the search's studies: fold records and predictions --------------------------------------
     def _sid(self, search_id: str) -> int | None:
@@ -72,28 +87,39 @@ class ResultStore:
         return self._ids[search_id]
 
     def _refresh(self, search_id: str) -> dict[str, FoldRecord]:
+        """Every record of the search, read whole (and held)."""
         study_id = self._sid(search_id)
         records: dict[str, FoldRecord] = {}
         if study_id is not None:
             for key, value in self.storage.get_study_user_attrs(study_id).items():
                 if key.startswith(RECORD_PREFIX):
-                    records[key[len(RECORD_PREFIX):]] = FoldRecord(**value)
+                    records[key[len(RECORD_PREFIX):]] = FoldRecord(**copy.deepcopy(value))
+            self._read_whole.add(search_id)
         self._records[search_id] = records
         return records
 
     def get(self, search_id: str, config_id: str, repeat: int, fold: int) -> FoldRecord | None:
+        """The fold's record: held, or looked up alone (another worker may have stored it)."""
         key = record_key(config_id, repeat, fold)
-        known = self._records.get(search_id, {})
-        if key not in known:
-            known = self._refresh(search_id)
-        return known.get(key)
+        held = self._records.setdefault(search_id, {})
+        if key not in held:
+            study_id = self._sid(search_id)
+            stored = None if study_id is None else read_user_attr(self.storage, study_id, RECORD_PREFIX + key)
+            if stored is None:
+                return None
+            held[key] = FoldRecord(**stored)
+        return held[key]
 
     def count(self, search_id: str, config_id: str) -> int:
-        """How many folds of one configuration are recorded."""
-        return sum(r.config_id == config_id for r in self._refresh(search_id).values())
+        """How many folds of one configuration are recorded: the search's records are read whole
+        the first time, then counted from those held (and those this store appended since)."""
+        if search_id not in self._read_whole:
+            self._refresh(search_id)
+        return sum(r.config_id == config_id for r in self._records.get(search_id, {}).values())
 
     def append(self, record: FoldRecord) -> bool:
-        """Store the record unless its fold is already there; True when stored."""
+        """Store the record unless its fold is already there; True when stored. The look-up reads
+        that one key: a key is written once per fold, whichever workers race for it."""
         if self.get(*record.key) is not None:
             return False
         study_id = self._sid(record.search_id)
@@ -116,29 +142,47 @@ class ResultStore:
         """Keep one fold's validation predictions, before its record (a record always has them)."""
         search_id, config, repeat, fold = key
         study_id = self._sid(search_id)
-        encoded = _encode(rows, labels, probabilities)
-        self.storage.set_study_system_attr(study_id, PREDICTIONS_PREFIX + record_key(config, repeat, fold), encoded)
+        stored = save_predictions(self.artifacts, rows, labels, probabilities)
+        self.storage.set_study_system_attr(study_id, PREDICTIONS_PREFIX + record_key(config, repeat, fold), stored)
         if self.mirror_dir is not None:
             write_predictions(self.mirror_dir, key, rows, labels, probabilities)
 
-    def predictions(self, search_id: str) -> dict[str, dict[str, np.ndarray]]:
-        """Every stored fold's predictions of one search, by record key; never unpickles."""
+    def stored_predictions(self, search_id: str) -> dict[str, Any]:
+        """What the storage holds of each fold's predictions, by record key: artifact ids (or, in
+        the older layout, the predictions themselves); ``load_predictions`` reads one."""
         study_id = self._sid(search_id)
         if study_id is None:
             return {}
+        return {key[len(PREDICTIONS_PREFIX):]: value
+                for key, value in self.storage.get_study_system_attrs(study_id).items()
+                if key.startswith(PREDICTIONS_PREFIX)}
+
+    def load_predictions(self, search_id: str, key: str, stored: Any) -> dict[str, np.ndarray] | None:
+        """One fold's predictions from what ``stored_predictions`` gave for it; None when damaged."""
+        return load_predictions(self.artifacts, stored, f"the predictions of fold {search_id}/{key}")
+
+    def fold_predictions(self, key: tuple[str, str, int, int]) -> dict[str, np.ndarray] | None:
+        """One fold's predictions, read alone; None when there are none."""
+        search_id, config, repeat, fold = key
+        study_id, name = self._sid(search_id), record_key(config, repeat, fold)
+        stored = None if study_id is None else read_system_attr(self.storage, study_id, PREDICTIONS_PREFIX + name)
+        return None if stored is None else self.load_predictions(search_id, name, stored)
+
+    def predictions(self, search_id: str) -> dict[str, dict[str, np.ndarray]]:
+        """Every stored fold's predictions of one search, by record key; never unpickles. (All at
+        once: a reader of many folds takes ``stored_predictions`` and loads one at a time.)"""
         found = {}
-        for key, value in self.storage.get_study_system_attrs(study_id).items():
-            if key.startswith(PREDICTIONS_PREFIX):
-                arrays = _decode(value)
-                if arrays is not None:  # damaged: the report shows the fold without its predictions
-                    found[key[len(PREDICTIONS_PREFIX):]] = arrays
+        for key, stored in self.stored_predictions(search_id).items():
+            arrays = self.load_predictions(search_id, key, stored)
+            if arrays is not None:  # damaged: the report shows the fold without its predictions
+                found[key] = arrays
         return found
 
     # -- the test set: scored once per search, after selection -----------------------------------
     def get_test(self, search_id: str) -> TestRecord | None:
         """The search's test record, if it was scored."""
         study_id = self._sid(search_id)
-        stored = None if study_id is None else self.storage.get_study_user_attrs(study_id).get(TEST_ATTR)
+        stored = None if study_id is None else read_user_attr(self.storage, study_id, TEST_ATTR)
         return None if stored is None else TestRecord(**stored)
 
     def append_test(self, record: TestRecord, rows, labels, probabilities) -> bool:
@@ -148,7 +192,8 @@ class ResultStore:
         study_id = self._sid(record.search_id)
         if study_id is None:
             raise HarnessError(f"the storage has no search '{record.search_id}' to record a test score of")
-        self.storage.set_study_system_attr(study_id, TEST_PREDICTIONS_ATTR, _encode(rows, labels, probabilities))
+        stored = save_predictions(self.artifacts, rows, labels, probabilities)
+        self.storage.set_study_system_attr(study_id, TEST_PREDICTIONS_ATTR, stored)
         self.storage.set_study_user_attr(study_id, TEST_ATTR, asdict(record))
         return True
 
@@ -156,9 +201,11 @@ class ResultStore:
         return [r for r in (self.get_test(sid) for sid in search_ids) if r is not None]
 
     def test_predictions(self, search_id: str) -> dict[str, np.ndarray] | None:
+        """The search's test predictions, read alone; None when there are none or they are damaged."""
         study_id = self._sid(search_id)
-        value = None if study_id is None else self.storage.get_study_system_attrs(study_id).get(TEST_PREDICTIONS_ATTR)
-        return None if value is None else _decode(value)
+        stored = None if study_id is None else read_system_attr(self.storage, study_id, TEST_PREDICTIONS_ATTR)
+        return None if stored is None else load_predictions(
+            self.artifacts, stored, f"the test predictions of {search_id}")
 
     def claim_test(self, search_id: str, owner: str, stale_after: float) -> bool:
         """Claim the search's test scoring for ``owner``: True for the one process that gets it; a
@@ -238,23 +285,6 @@ class ResultStore:
                 "worker must see the same images with the same [cv] settings: fix the data on this machine (or "
                 "its --data-root) and start it again."
             )
-
-
-def _encode(rows, labels, probabilities) -> str:
-    """Predictions as a compressed .npz in base64 (a storage attribute holds text)."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, rows=np.asarray(rows, dtype="int64"), labels=np.asarray(labels, dtype="int64"),
-                        probabilities=np.asarray(probabilities, dtype="float32"))
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _decode(value: str) -> dict[str, np.ndarray] | None:
-    """What ``_encode`` wrote, never unpickled; None when damaged."""
-    try:
-        with np.load(io.BytesIO(base64.b64decode(value)), allow_pickle=False) as data:
-            return {n: data[n] for n in ("rows", "labels", "probabilities")}
-    except (ValueError, KeyError, OSError):
-        return None
 
 
 def describe_fold_difference(stored: pd.DataFrame, mine: pd.DataFrame) -> str:
