@@ -18,6 +18,7 @@ BLOCK_ENV = "HARNESS_BLOCK_PLUGINS"
 GROWTH_ENV = "HARNESS_MEMORY_GROWTH_MB"
 WEIGHTS_ENV = "HARNESS_WEIGHTS"
 BUDGET_ENV = "HARNESS_BOUNDARY_CACHE_BUDGET"
+ARTIFACT_DIR_ENV = "HARNESS_ARTIFACT_DIR"
 
 #: A process whose memory grew by more than this since its first trial is replaced (0: never).
 DEFAULT_GROWTH_MB = 2048
@@ -41,6 +42,9 @@ class Settings:
     weights: str | None
     #: The boundary cache's budget (a share of free disk such as ``50%``, or a size), or None.
     boundary_cache_budget: str | None
+    #: Where fold predictions are kept as Optuna artifacts, whatever the storage (None: beside a
+    #: journal or SQLite file, else in the storage itself); see harness.results.prediction_blobs.
+    artifact_dir: Path | None = None
 
 
 def _truthy(value: str | None) -> bool:
@@ -65,4 +69,5 @@ def current(environ: Mapping[str, str] | None = None) -> Settings:
         memory_growth_mb=_growth(env.get(GROWTH_ENV, "")),
         weights=env.get(WEIGHTS_ENV) or None,
         boundary_cache_budget=env.get(BUDGET_ENV) or None,
+        artifact_dir=Path(env[ARTIFACT_DIR_ENV]).expanduser() if env.get(ARTIFACT_DIR_ENV) else None,
     )

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,11 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage, JournalStorage
 
+from harness.core import settings
+from harness.core.settings import ARTIFACT_DIR_ENV
 from harness.errors import HarnessError
 from harness.results.attr_reads import database_of
 
-#: A folder every machine mounts, for the predictions of a storage with no file of its own.
-ARTIFACT_DIR_ENV = "HARNESS_ARTIFACT_DIR"
 #: The folder beside a journal or SQLite file that holds its predictions.
 ARTIFACTS_DIR = "artifacts"
 #: The storage attribute of a prediction kept in the artifact store: ``{"artifact": <id>}``.
@@ -63,9 +62,9 @@ class FolderArtifactStore(FileSystemArtifactStore):
 
 def default_artifact_store(storage: BaseStorage) -> FolderArtifactStore | None:
     """The artifact store of a storage (module docstring); None keeps predictions in the storage."""
-    folder = os.environ.get(ARTIFACT_DIR_ENV)
-    if folder:
-        return FolderArtifactStore(Path(folder).expanduser())
+    folder = settings.current().artifact_dir
+    if folder is not None:
+        return FolderArtifactStore(folder)
     file = _storage_file(storage)
     return None if file is None else FolderArtifactStore(file.parent / ARTIFACTS_DIR)
 
