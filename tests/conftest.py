@@ -131,12 +131,24 @@ def harness_cache(folder: Path):
 
 @pytest.fixture(scope="session")
 def demo_results(tmp_path_factory) -> Path:
-    """studies/demo.toml run once for the session (``DEMO_ARGS``): its results folder. The report's
-    browser test and the leaderboard-unchanged test both read it."""
+    """studies/demo.toml run once for the whole test run (``DEMO_ARGS``): its results folder, which
+    the tests only read (the report's browser tests, the leaderboard-unchanged test, the heat maps).
+    Under pytest-xdist the workers share one run: the first makes it under a lock in the run's
+    common temporary folder, the others wait and read it (the pattern xdist's docs give)."""
+    from filelock import FileLock
+
     from harness.cli import main
 
-    tmp = tmp_path_factory.mktemp("demo")
-    root = Path(__file__).resolve().parents[1]
-    with harness_cache(tmp / "cache"):
-        assert main(["run", str(root / "studies" / "demo.toml"), "--results", str(tmp / "r"), *DEMO_ARGS]) == 0
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    base = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()
+    tmp = base / "demo-shared"
+    done = tmp / "done"
+    with FileLock(str(base / "demo-shared.lock")):
+        if not done.is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            root = Path(__file__).resolve().parents[1]
+            with harness_cache(tmp / "cache"):
+                code = main(["run", str(root / "studies" / "demo.toml"), "--results", str(tmp / "r"), *DEMO_ARGS])
+            assert code == 0
+            done.write_text("ok")
     return tmp / "r" / "demo"

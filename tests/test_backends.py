@@ -74,8 +74,13 @@ def test_tiny_study_runs_on(backend, tmp_path):
     assert board.loc[0, "complete"] == 1 and 0 <= board.loc[0, "accuracy_mean"] <= 1
 
 
-@pytest.mark.parametrize("backend", sorted(OTHER_BACKENDS))
-def test_model_tests_pass_on(backend, tmp_path):
+def test_model_tests_pass_on_jax(tmp_path):
+    """The model-training test modules, in a pytest of their own under JAX (PyTorch's run is in
+    test_backends_torch.py: a module of its own, so the two long runs go to different xdist workers)."""
+    model_tests_pass_on("jax", tmp_path)
+
+
+def model_tests_pass_on(backend: str, tmp_path: Path) -> None:
     """The model-training test modules, in a pytest of their own under ``backend``."""
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed ({OTHER_BACKENDS[backend]})")

@@ -123,7 +123,7 @@ def test_the_demo_page_says_what_it_cannot_draw(demo_results, tmp_path):
     page = (demo_results / "report.html").read_text()
     assert 'alt="images per class and fold"' in page
     assert "makes its pixels itself (no source files)" in page  # the synthetic dataset, reachable
-    assert "trains without augmentation" in page
+    assert 'alt="augmented training images"' in page  # the demo augments (studies/demo.toml)
     moved = tmp_path / "demo"
     shutil.copytree(demo_results, moved)
     write_html_report(moved)  # no images reachable
@@ -146,13 +146,28 @@ def test_augmented_variants_are_the_training_layers_drawn_independently():
 
 def augmented_copy(demo_results: Path, tmp_path: Path) -> Path:
     """The demo's results folder with a study file that augments."""
-    results = tmp_path / "augmented"
+    return _with_augment(demo_results, tmp_path / "augmented", {"flip": "horizontal", "rotation": 0.1, "contrast": 0.2})
+
+
+def _with_augment(demo_results: Path, results: Path, augment: dict | None) -> Path:
+    """A copy of the demo's results folder whose study file has ``augment`` as [train.augment] (none: no augmentation)."""
+    import tomli_w
+    import tomllib
+
     shutil.copytree(demo_results, results)
-    text = (results / "study.toml").read_text().replace(
-        "[train]\n", '[train]\naugment = { flip = "horizontal", rotation = 0.1, contrast = 0.2 }\n', 1)
-    assert "augment =" in text
-    (results / "study.toml").write_text(text)
+    study = tomllib.loads((results / "study.toml").read_text())
+    study["train"].pop("augment", None)
+    if augment:
+        study["train"]["augment"] = augment
+    (results / "study.toml").write_text(tomli_w.dumps(study))
     return results
+
+
+def test_a_study_without_augmentation_says_so_instead_of_the_strip(demo_results, tmp_path):
+    results = _with_augment(demo_results, tmp_path / "plain", None)
+    info = json.loads((results / "run.json").read_text())
+    figures = data_figures(results, info, read_folds(results), lambda rows: np.zeros((len(rows), 8, 8, 3), "uint8"))
+    assert figures["augment_plot"] is None and "trains without augmentation" in figures["augment_note"]
 
 
 def test_the_augmentation_strip_in_headless_chromium(demo_results, tmp_path):

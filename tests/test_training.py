@@ -195,7 +195,7 @@ def test_with_pytorch_on_a_gpu_each_fold_empties_torchs_memory_cache(monkeypatch
     import keras
 
     if keras.backend.backend() != "torch":
-        pytest.skip("PyTorch only (run by test_backends.py::test_model_tests_pass_on[torch])")
+        pytest.skip("PyTorch only (run by test_backends_torch.py::test_model_tests_pass_on_torch)")
     import torch
 
     emptied = []
