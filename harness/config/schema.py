@@ -9,10 +9,9 @@ carries the wording ``harness.config.messages`` turns into one line naming file 
 from __future__ import annotations
 
 from dataclasses import field, fields
-from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, StrictBool, StrictInt, StrictStr, ValidationInfo, create_model, model_validator
+from pydantic import AfterValidator, BeforeValidator, PlainValidator, StrictBool, StrictInt, StrictStr, ValidationInfo, create_model, model_validator
 from pydantic.dataclasses import dataclass
 
 from harness.config.checks import (
@@ -29,6 +28,7 @@ from harness.config.checks import (
     unknown_value,
 )
 from harness.config.messages import problem, show
+from harness.config.test_set import TEST_MODELS, TestSet  # noqa: F401  ([cv] test, in a module of its own)
 from harness.core.choices import NEAR_DUPLICATES, RESIZE_POLICIES
 from harness.errors import did_you_mean
 from harness.toolkit.augment import FILL_MODES, FLIPS, Augment
@@ -41,8 +41,6 @@ CLASS_WEIGHTS = ("none", "balanced")
 ENGINES = ("optuna", "keras_tuner")
 ORACLES = ("bayesian", "hyperband", "random")
 CV_SCHEMES = ("kfold", "holdout", "given")
-#: How a locked test set is scored: one model refit on every non-test row, or the K fold models averaged.
-TEST_MODELS = ("refit", "folds")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 SMALL_CLASS_POLICIES = ("error", "drop")
@@ -162,53 +160,6 @@ class TrainConfig:
 
 #: Settings a candidate may set to replace the [train] value.
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
-
-
-def _test_list(value: Any, info: ValidationInfo) -> Any:
-    """A list file's path, relative to the study's folder (the context's ``base_dir``), which must exist."""
-    base_dir = (info.context or {}).get("base_dir")
-    if value is None or base_dir is None:
-        return value
-    file = Path(value).expanduser()
-    file = file if file.is_absolute() else Path(base_dir) / file
-    if not file.is_file():
-        raise problem(f"list file {file} not found; give a file of paths, one a line, relative to the study file.")
-    return str(file.resolve())
-
-
-@dataclass(config=TABLE | {"populate_by_name": True})  # TestSet(list=...) as in the file, or file=... in code
-class TestSet:
-    """[cv] test: the locked test set, taken out before the folds are made and scored once, after
-    selection. One of ``split`` (the dataset's own split of that name), ``fraction`` (a seeded,
-    stratified, group-aware share) or ``list`` (a file of paths, one a line)."""
-
-    __test__ = False  # not a pytest test class
-
-    split: Optional[StrictStr] = None
-    fraction: Optional[Number] = None
-    file: Annotated[Optional[StrictStr], AfterValidator(_test_list)] = Field(default=None, alias="list")
-    #: "refit": the best configuration refit on every non-test row; "folds": its K fold models averaged.
-    model: Annotated[StrictStr, one_of(TEST_MODELS)] = "refit"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TestSet:
-        given = [name for name, value in (("split", self.split), ("fraction", self.fraction), ("list", self.file))
-                 if value is not None]
-        if len(given) != 1:
-            raise problem('give one of split = "test", fraction = 0.1 or list = "FILE"'
-                          + (f", not {' and '.join(given)}." if given else "."))
-        if self.fraction is not None and not 0 < self.fraction < 1:
-            raise problem(f"must be between 0 and 1, got {self.fraction}.", "fraction")
-        return self
-
-    @property
-    def source(self) -> str:
-        """The test set in words, e.g. 'split "test"', '10% of the images', 'the list test.txt'."""
-        if self.split is not None:
-            return f'the dataset\'s split "{self.split}"'
-        if self.fraction is not None:
-            return f"a seeded {self.fraction:.0%} share"
-        return f"the list {Path(self.file).name}"
 
 
 @dataclass(config=TABLE)
