@@ -136,7 +136,7 @@ def _duplicate_problems(report: dict[str, Any], leakage: Leakage) -> list[str]:
 def _fold_balance(dataset: Dataset, cv: CVConfig, problems: list[str]) -> dict[str, Any]:
     """The folds' images per class and groups split across folds; their notes and errors go to ``problems``."""
     from harness.data.dataset import apply_small_class_policy
-    from harness.data.folds import make_folds
+    from harness.data.folds import make_folds, part_counts
 
     report: dict[str, Any] = {"scheme": cv.scheme, "folds": cv.folds, "seed": cv.seed}
     try:
@@ -147,7 +147,7 @@ def _fold_balance(dataset: Dataset, cv: CVConfig, problems: list[str]) -> dict[s
         column = folds["repeat_0"].astype(str)
         if "part" in folds.columns:  # the test set and unused images get columns of their own
             column = column.where(folds["part"] == "cv", folds["part"])
-            report["parts"] = {str(k): int(v) for k, v in folds["part"].value_counts().sort_index().items()}
+            report["parts"] = {part: n for part, n in part_counts(folds).items() if n}
         balance = folds.assign(where=column).groupby(["label", "where"]).size().unstack(fill_value=0)
         names = {"0": "validation", "1": "train only"} if cv.scheme in ("holdout", "given") else {}
         order = sorted(balance.columns, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))

@@ -13,7 +13,7 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, Str
 
 from harness.config.study import CVConfig
 from harness.data.dataset import Dataset
-from harness.data.protocols import CV, TEST, assign_parts, take_share
+from harness.data.protocols import CV, TEST, UNUSED, assign_parts, take_share
 from harness.errors import HarnessError
 
 #: A row's value in a repeat column when it is in no fold (the test set, or unused).
@@ -41,10 +41,14 @@ def make_folds(dataset: Dataset, cv: CVConfig) -> pd.DataFrame:
     return folds
 
 
-def assign_folds(dataset: Dataset, cv: CVConfig, rows: np.ndarray, seed: int) -> np.ndarray:
-    """The validation fold of each of ``rows`` (positions in the dataset)."""
+def assign_folds(dataset: Dataset, cv: CVConfig, rows: np.ndarray, seed: int, kfold: int | None = None) -> np.ndarray:
+    """The validation fold of each of ``rows`` (positions in the dataset). ``kfold``: cut that many
+    k-fold folds whatever cv's scheme (nested CV's outer folds), grouped and stratified as cv says."""
     labels, groups = dataset.labels[rows], dataset.groups[rows]
     grouped = cv.grouped and dataset.has_groups
+    if kfold is not None:
+        return _kfold(dataset, cv, labels, groups, grouped, rows, kfold, seed,
+                      f"fewer than cv.outer = {kfold}. Lower cv.outer or add images.")
     if cv.scheme == "given":
         return np.where(dataset.table["split"].astype(str).to_numpy()[rows] == cv.valid_split, 0, 1)
     if cv.scheme == "holdout" and cv.ratios is not None:
@@ -54,15 +58,19 @@ def assign_folds(dataset: Dataset, cv: CVConfig, rows: np.ndarray, seed: int) ->
         return np.where(held, 0, 1)
     holdout = cv.scheme == "holdout"
     n_splits = max(2, round(1 / cv.validation_fraction)) if holdout else cv.folds
+    too_few = (f"too few to hold out cv.validation_fraction = {cv.validation_fraction} of them." if holdout
+               else f"fewer than cv.folds = {cv.folds}. Lower cv.folds or add images.")
+    assignment = _kfold(dataset, cv, labels, groups, grouped, rows, n_splits, seed, too_few)
+    return np.where(assignment == 0, 0, 1) if holdout else assignment
+
+
+def _kfold(dataset: Dataset, cv: CVConfig, labels, groups, grouped: bool, rows: np.ndarray, n_splits: int,
+           seed: int, too_few: str) -> np.ndarray:
+    """Each row's fold of ``n_splits`` by scikit-learn's splitter for cv's grouping and stratification;
+    ``too_few`` ends the error when there are fewer units than folds."""
     units = len(set(groups)) if grouped else len(rows)
     if units < n_splits:
-        unit = "groups" if grouped else "images"
-        raise HarnessError(
-            f"dataset '{dataset.name}' has {units} {unit}, fewer than cv.folds = {cv.folds}. Lower cv.folds or add images."
-            if not holdout
-            else f"dataset '{dataset.name}' has {units} {unit}, too few to hold out "
-            f"cv.validation_fraction = {cv.validation_fraction} of them."
-        )
+        raise HarnessError(f"dataset '{dataset.name}' has {units} {'groups' if grouped else 'images'}, {too_few}")
     if grouped and cv.stratified:
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
     elif grouped:
@@ -74,7 +82,7 @@ def assign_folds(dataset: Dataset, cv: CVConfig, rows: np.ndarray, seed: int) ->
     assignment = np.full(len(rows), -1, dtype=int)
     for fold, (_, val_idx) in enumerate(splitter.split(np.zeros((len(rows), 1)), labels, groups if grouped else None)):
         assignment[val_idx] = fold
-    return np.where(assignment == 0, 0, 1) if holdout else assignment
+    return assignment
 
 
 def fold_indices(folds: pd.DataFrame, repeat: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +100,12 @@ def test_indices(folds: pd.DataFrame) -> np.ndarray:
 
 
 test_indices.__test__ = False  # not a pytest test when a test module imports it
+
+
+def part_counts(folds: pd.DataFrame) -> dict[str, int]:
+    """Images per part ("cv", "test", "unused"; every image in "cv" without a ``part`` column)."""
+    parts = folds["part"].astype(str) if "part" in folds.columns else pd.Series(CV, index=folds.index)
+    return {part: int((parts == part).sum()) for part in (CV, TEST, UNUSED)}
 
 
 def cv_indices(folds: pd.DataFrame) -> np.ndarray:

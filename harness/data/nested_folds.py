@@ -7,8 +7,6 @@ rows are its "test" rows, the other tunable rows carry the inner folds, everythi
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 
@@ -24,10 +22,8 @@ OUTER_SEED, INNER_SEED = 7919, 104729
 def outer_assignment(dataset: Dataset, cv: CVConfig, folds: pd.DataFrame) -> np.ndarray:
     """Each row's outer fold (0..outer-1), -1 for rows outside the study's folds (test, unused)."""
     rows = cv_indices(folds)
-    outer_cv = SimpleNamespace(**{k: getattr(cv, k) for k in ("grouped", "stratified")},
-                               scheme="kfold", folds=cv.outer, ratios=None, validation_fraction=None)
     assignment = np.full(len(folds), OUTSIDE, dtype=int)
-    assignment[rows] = assign_folds(dataset, outer_cv, rows, cv.seed + OUTER_SEED)
+    assignment[rows] = assign_folds(dataset, cv, rows, cv.seed + OUTER_SEED, kfold=cv.outer)
     return assignment
 
 

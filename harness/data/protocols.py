@@ -32,19 +32,18 @@ def take_share(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: in
     frame = pd.DataFrame({"label": labels, "group": groups})
     sizes = frame.groupby("group").size()
     majority = frame.groupby("group")["label"].agg(lambda s: s.value_counts().index[0])
-    rng = np.random.default_rng(seed)
-    order = sizes.index.to_numpy()[rng.permutation(len(sizes))]
-    chosen: set = set()
+    position = np.random.default_rng(seed).permutation(len(sizes))
+    order, order_sizes = sizes.index.to_numpy()[position], sizes.to_numpy()[position]
+    order_majority = majority.to_numpy()[position]
+    chosen: list = []
     strata = majority.unique() if stratified else [None]
     for stratum in sorted(strata, key=str):
-        members = [g for g in order if stratum is None or majority[g] == stratum]
-        want = fraction * sum(sizes[g] for g in members)
-        taken = 0
-        for group in members:
-            if taken + sizes[group] / 2 > want:  # stop nearest the target
-                break
-            chosen.add(group)
-            taken += sizes[group]
+        mine = np.ones(len(order), dtype=bool) if stratum is None else order_majority == stratum
+        member_sizes = order_sizes[mine]
+        before = np.cumsum(member_sizes) - member_sizes  # images taken before each group
+        # the groups in order until the next would overshoot the share by more than half its size
+        over = np.flatnonzero(before + member_sizes / 2 > fraction * member_sizes.sum())
+        chosen.extend(order[mine][: over[0] if len(over) else len(member_sizes)])
     return frame["group"].isin(chosen).to_numpy()
 
 

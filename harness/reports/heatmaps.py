@@ -104,21 +104,11 @@ def refit_model(results_dir: Path, candidate: str, search: str, config: str, rec
 
 
 def run_candidate(results_dir: Path, candidate: str, search: str, plugins):
-    """The study and candidate as the run had them: the results folder's copy of the study file,
-    else (a copy whose list files are elsewhere) the study file it was run from, with the run's
-    command-line overrides; refused when the candidate's settings are no longer those of ``search``."""
-    import json
-
+    """The study and candidate as the run had them (the results folder's copy of the study file);
+    refused when the candidate's settings are no longer those of ``search``."""
     from harness.config.study import load_study
 
-    try:
-        study = load_study(Path(results_dir) / "study.toml", plugins)
-    except HarnessError:
-        info = json.loads((Path(results_dir) / "run.json").read_text())
-        original = Path(info.get("study_file") or "")
-        if not original.is_file():
-            raise
-        study = load_study(original, plugins, {k: o["value"] for k, o in info.get("overrides", {}).items()})
+    study = load_study(Path(results_dir) / "study.toml", plugins)
     chosen = next((c for c in study.candidates if c.name == candidate), None)
     if chosen is None or f"{chosen.name}-{chosen.fingerprint(study)}" != search:
         raise HarnessError(f"the study file no longer has candidate {candidate} as run (search {search})")

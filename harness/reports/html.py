@@ -26,10 +26,10 @@ from harness.reports.data_figures import data_figures
 from harness.reports.figures import png
 from harness.reports.heatmaps import heatmap_section
 from harness.reports.leaderboard import build_leaderboard, notes, table_cells
-from harness.reports.protocol_sections import nested_section, part_counts, test_section
+from harness.reports.protocol_sections import nested_section, test_section
 from harness.results.records import RECORDS_FILE, fold_predictions, read_records
 from harness.results.layout import RUN_FILE, folds_grouped
-from harness.data.folds import OUTSIDE
+from harness.data.folds import OUTSIDE, part_counts
 
 REPORT_FILE = "report.html"
 #: The page, in harness/reports/templates/ (package data).

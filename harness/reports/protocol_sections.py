@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.data.folds import part_counts
 from harness.evaluation.evidence import OutOfFold, confusion, most_confused, per_class
 from harness.results.records import read_test_predictions, read_test_records
 
@@ -19,14 +20,6 @@ TEST_MODELS = {
     "refit": "one model of the selected configuration, refit on every cross-validation image",
     "folds": "the selected configuration's fold models, their probabilities averaged",
 }
-
-
-def part_counts(folds: pd.DataFrame) -> dict[str, int]:
-    """Images per part of the data (``cv``, ``test``, ``unused``); all ``cv`` without a ``part`` column."""
-    if "part" not in folds.columns:
-        return {"cv": len(folds)}
-    counts = folds["part"].astype(str).value_counts()
-    return {part: int(counts[part]) for part in ("cv", "test", "unused") if part in counts}
 
 
 def test_source(info: dict) -> str | None:
@@ -92,7 +85,8 @@ def test_section(results_dir: Path, info: dict, board: pd.DataFrame, folds: pd.D
         if record is not None:
             details.append(_test_evidence(results_dir, record, info["classes"]))
     return {
-        "counts": part_counts(folds), "source": test_source(info), "models": [TEST_MODELS.get(m, m) for m in models],
+        "counts": {part: n for part, n in part_counts(folds).items() if n}, "source": test_source(info),
+        "models": [TEST_MODELS.get(m, m) for m in models],
         "headers": headers, "rows": rows, "candidates": [d for d in details if d is not None],
     }
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from harness.config.study import Study
 from harness.data.dataset import Dataset
+from harness.data.folds import part_counts
 from harness.specs import CrossValidation, Override, RunInfo
 from harness.training.features import FeatureCache
 
@@ -43,8 +44,7 @@ def run_info(run: RunContext) -> RunInfo:
         images=len(dataset.table),
         cv=CrossValidation(scheme=cv.scheme, folds=cv.folds, repeats=cv.repeats, seed=cv.seed,
                            grouped=bool(cv.grouped and dataset.has_groups), stratified=cv.stratified,
-                           test=cv.test_source, test_images=int((run.folds.get("part") == "test").sum())
-                           if "part" in run.folds.columns else 0, outer=cv.outer),
+                           test=cv.test_source, test_images=part_counts(run.folds)["test"], outer=cv.outer),
         objective=study.metrics.objective,
         overrides=tuple(Override(name, o["value"], o["from"]) for name, o in study.overrides.items()),
         folds=run.folds,

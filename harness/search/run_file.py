@@ -9,6 +9,7 @@ from harness.core.files import atomic_write
 from harness.plugins import Plugins
 from harness.results.layout import RUN_FILE
 from harness.results.storage import ResultStore
+from harness.data.folds import part_counts
 from harness.search.context import RunContext
 from harness.search.ids import direction, search_id
 
@@ -54,7 +55,7 @@ def _protocol(run: RunContext) -> dict[str, Any]:
     """The test set and nested CV as run (absent when the study has neither, as before they existed)."""
     cv, found = run.study.cv, {}
     if "part" in run.folds.columns:
-        found["parts"] = {str(k): int(v) for k, v in run.folds["part"].value_counts().sort_index().items()}
+        found["parts"] = {part: n for part, n in part_counts(run.folds).items() if n}
     if cv.has_test:
         found["test"] = {"source": cv.test_source, "model": cv.test_model}
     if cv.outer:

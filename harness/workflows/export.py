@@ -33,7 +33,7 @@ from harness.errors import HarnessError
 from harness.serving.model_folder import CARD_FILE, EXAMPLES_DIR, FORMAT_VERSION, INFO_FILE
 from harness.evaluation.evidence import out_of_fold, per_class
 from harness.training.features import FeatureCache
-from harness.data.folds import cv_indices, fold_indices, test_indices
+from harness.data.folds import cv_indices, fold_indices, part_counts, test_indices
 from harness.data.protocols import CV, TEST
 from harness.evaluation.stats import binomial_interval
 from harness.reports.leaderboard import build_leaderboard
@@ -231,8 +231,7 @@ def _number(value) -> float | None:
 def protocol_of(study: Study, folds: pd.DataFrame) -> dict:
     """The protocol as the folds carry it out: scheme, folds, repeats, images per part, the test set."""
     cv = study.cv
-    parts = folds["part"].astype(str) if "part" in folds.columns else pd.Series(CV, index=folds.index)
-    images = {part: int((parts == part).sum()) for part in (CV, TEST, "unused")}
+    images = part_counts(folds)
     found = {"scheme": cv.scheme, "folds": cv.folds, "repeats": cv.repeats, "images": images}
     if cv.scheme == "given":
         found.update(train_split=cv.train_split, valid_split=cv.valid_split)
