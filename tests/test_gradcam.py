@@ -187,7 +187,8 @@ OTHER_BACKEND = textwrap.dedent("""
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_same_maps_on_jax_and_torch(trained, backend, tmp_path):
     if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
+        pytest.skip(f"{backend} is not installed (pip install -e '.[{backend}]'; .ci/run installs it): the maps "
+                    "are compared with TensorFlow's under each backend")
     model, (images, labels, _, location) = trained
     inputs = {"image": images[:24], "location": location[:24]}
     model.save(tmp_path / "model.keras")

@@ -71,7 +71,8 @@ def test_every_plan_covers_the_threshold_by_the_pigeonhole_principle(width, max_
 @pytest.fixture(scope="module")
 def real_hashes(tmp_path_factory):
     if not DATA.is_dir():
-        pytest.skip("set HARNESS_TEST_DATA to the shared datasets folder (../shared/datasets) for real hashes")
+        pytest.skip("set HARNESS_TEST_DATA to the shared datasets folder (../shared/datasets; .ci/run sets it): the "
+                    "search is checked against the brute force on real photos' hashes")
     store = ImageStore(tmp_path_factory.mktemp("cache"), workers=2, progress=False)
     found = {}
     for name in COLLECTIONS:

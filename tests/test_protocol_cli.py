@@ -25,7 +25,7 @@ from conftest import harness_cache, tiny_study_text
 DATA = Path(os.environ.get("HARNESS_TEST_DATA", "/nonexistent"))
 needs_data = pytest.mark.skipif(
     not (DATA / "sports15").is_dir() or not (DATA / "rocks6").is_dir(),
-    reason="set HARNESS_TEST_DATA to the shared datasets folder (../shared/datasets): the protocol errors are "
+    reason="set HARNESS_TEST_DATA to the shared datasets folder (../shared/datasets; .ci/run sets it): the protocol errors are "
     "checked on real splits (sports15 has train/valid/test folders, rocks6 none)",
 )
 

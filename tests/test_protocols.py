@@ -27,7 +27,8 @@ from harness.specs import REQUIRED, DatasetContext
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HARNESS_TEST_DATA") or "/nonexistent")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="set HARNESS_TEST_DATA to the shared datasets (real photos)")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="set HARNESS_TEST_DATA to the shared datasets folder "
+                                "(../shared/datasets; .ci/run sets it): these splits are checked on the real photos")
 CONUS_ROOT = "/srv/image-classification-tf/data/images/Conus"  # where the thesis's lists say the images were
 
 
