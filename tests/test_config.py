@@ -185,7 +185,7 @@ EXACT_MESSAGES = {
     "sub-table key": (
         _train("early_stopping = { patiense = 3 }"),
         "train.early_stopping.patiense: unknown key 'patiense'. Did you mean 'patience'? Allowed here: monitor, "
-        "patience, validation_fraction.",
+        "patience, validation_fraction, top_k.",
     ),
     "true, false or a string": (_train("jit_compile = 1"), "train.jit_compile: expected true or false or a string, got 1."),
     "true, false or auto": (_train('jit_compile = "yes"'), 'train.jit_compile: expected true, false or "auto", got "yes".'),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import overrides as outside
+from harness.config.recipe import without_defaults
 from harness.config.schema import TRAIN_PARAMS, CVConfig, DatasetConfig, MetricsConfig, SearchConfig, TrainConfig
 from harness.config.space import Dimension, thaw
 
@@ -32,13 +33,14 @@ class Candidate:
             "model": self.model,
             "image_size": self.image_size,
             "params": self.params,
-            "train": _plain(self.train),
+            "train": without_defaults(_plain(self.train)),
             "space": {k: _plain(v) for k, v in sorted(self.space.items())},
             "dataset": _plain(study.dataset),
             "cv": cv_fingerprint(study.cv),
             "metrics": _plain(study.metrics),
             "search": [study.search.engine, study.search.sampler, study.search.pruner],
         }
+        payload["train"].pop("tensorboard", None)  # what is written, not what is trained: ids stay
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

@@ -28,6 +28,7 @@ from harness.config.checks import (
     unknown_value,
 )
 from harness.config.messages import problem, show
+from harness.config.recipe import PREPROCESS, VALIDATION_DATA, WATCHED, KeepBest, check_probability, check_recipe
 from harness.config.test_set import TEST_MODELS, TestSet  # noqa: F401  ([cv] test, in a module of its own)
 from harness.core.choices import NEAR_DUPLICATES, RESIZE_POLICIES
 from harness.errors import did_you_mean
@@ -48,10 +49,12 @@ MONITORS = ("val_loss", "val_accuracy")
 
 @dataclass(config=TABLE)
 class EarlyStopping:
-    monitor: Annotated[StrictStr, one_of(MONITORS)] = "val_loss"
+    monitor: Annotated[StrictStr, one_of(WATCHED)] = "val_loss"
     patience: at_least(0) = 5
     #: Share of each training fold held out for early stopping; the scored fold is never used.
     validation_fraction: Annotated[Number, must(lambda v: 0 < v < 0.5, "must be between 0 and 0.5, got {}.")] = 0.1
+    #: k of monitor = "val_top_k".
+    top_k: at_least(1) = 5
 
 
 @dataclass(config=TABLE)
@@ -75,24 +78,35 @@ class FineTune:
     learning_rate: Annotated[Number, must(lambda v: v > 0, "must be positive, got {}.")] = 1e-5
     from_layer: Optional[StrictInt] = None
     last: Optional[at_least(1)] = None
+    #: BatchNormalization layers in the unfrozen part train too (Keras's guidance: keep them frozen).
+    batchnorm_trainable: StrictBool = False
+    #: Instead of ``epochs``: go on to this many epochs in all, the callbacks continuing.
+    total_epochs: Optional[at_least(1)] = None
 
-    @model_validator(mode="after")
-    def _one_way_to_unfreeze(self) -> FineTune:
-        if self.from_layer is not None and self.last is not None:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_way_to_unfreeze(cls, data: Any, handler) -> FineTune:
+        ft = handler(data)
+        if ft.from_layer is not None and ft.last is not None:
             raise problem("give from_layer or last, not both (neither unfreezes the whole backbone).")
-        return self
+        if ft.total_epochs is not None and "epochs" in _given(data):
+            raise problem("give epochs (this phase's) or total_epochs (the count to go on to), not both.",
+                          "total_epochs")
+        return ft
 
 
 _STRICT = {str: StrictStr, float: Number}
 #: [train.augment]: the keys and defaults of ``harness.toolkit.augment.Augment``, strictly typed.
 AugmentTable = create_model(
-    "AugmentTable", __config__=TABLE, **{f.name: (_STRICT[type(f.default)], f.default) for f in fields(Augment)}
+    "AugmentTable", __config__=TABLE, probability=(dict[StrictStr, Any], {}),
+    **{f.name: (_STRICT[type(f.default)], f.default) for f in fields(Augment) if f.name != "probability"},
 )
 _AT_MOST_ONE = ("saturation", "blur", "noise")
 
 
 def _augment(table: Any) -> Augment:
     values = table.model_dump()
+    values["probability"] = check_probability(values["probability"], values)
     for name, value in values.items():
         if isinstance(value, float) and value < 0:
             raise problem(f"must not be negative, got {value}.", name)
@@ -116,6 +130,17 @@ class TrainConfig:
     batch_size: at_least(1) = 32
     optimizer: Annotated[StrictStr, one_of(OPTIMIZERS)] = "adam"
     learning_rate: Annotated[Number, must(lambda v: v > 0, "must be positive, got {}.")] = 1e-3
+    #: SGD's or RMSprop's momentum (unset: SGD 0.9, RMSprop 0); Keras 2's decay: lr / (1 + decay · step).
+    momentum: Optional[Number] = None
+    decay: Number = 0.0
+    #: Restore the best epoch's weights by a watched metric (see harness.config.recipe).
+    keep_best: _sub_table(KeepBest) = None
+    #: Which rows steer training: "held_out" (a share of the training fold) or "scored_fold".
+    validation_data: Annotated[StrictStr, one_of(VALIDATION_DATA)] = "held_out"
+    #: The held-out share when keep_best or reduce_lr watch it without early_stopping (default 0.1).
+    validation_fraction: Optional[Number] = None
+    #: "model" (its own), or "unit", "symmetric", "caffe", "torch", "lite", "per_image", "dataset".
+    preprocess: Annotated[StrictStr, one_of(PREPROCESS)] = "model"
     early_stopping: _sub_table(EarlyStopping) = None
     reduce_lr: _sub_table(ReduceLR) = None
     label_smoothing: Annotated[Number, must(lambda v: 0 <= v < 1, "must be at least 0 and below 1, got {}.")] = 0.0
@@ -142,6 +167,9 @@ class TrainConfig:
     precision: Annotated[StrictStr, one_of(PRECISIONS)] = "float32"
     #: XLA compilation: "auto" (where the backend supports it), true or false.
     jit_compile: Annotated[Union[bool, str], PlainValidator(check_jit_compile)] = "auto"
+    #: Per-epoch scalars of each fold as TensorBoard event files (see harness.training.tensorboard);
+    #: left out of fingerprints: it changes what is written, not what is trained.
+    tensorboard: StrictBool = False
 
     @model_validator(mode="after")
     def _frozen_to_fine_tune(self) -> TrainConfig:
@@ -151,11 +179,15 @@ class TrainConfig:
                 "drop one of the two.",
                 "fine_tune",
             )
+        check_recipe(self)
         return self
 
     @property
     def total_epochs(self) -> int:
-        return self.epochs + (self.fine_tune.epochs if self.fine_tune else 0)
+        ft = self.fine_tune
+        if ft is not None and ft.total_epochs is not None:
+            return ft.total_epochs
+        return self.epochs + (ft.epochs if ft else 0)
 
 
 #: Settings a candidate may set to replace the [train] value.

@@ -6,7 +6,7 @@ pixels before the model's own preprocessing, and on the accelerator with the res
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 FLIPS = ("horizontal", "vertical", "horizontal_and_vertical")
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
@@ -37,9 +37,11 @@ class Augment:
     noise: float = 0.0
     #: How rotation, zoom and translation fill the border.
     fill_mode: str = "reflect"
+    #: Per transform, the probability it is applied to an image (1 where not given).
+    probability: dict = field(default_factory=dict)
 
     def active(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self) if f.name not in ("blur_sigma", "fill_mode"))
+        return any(getattr(self, f.name) for f in fields(self) if f.name not in ("blur_sigma", "fill_mode", "probability"))
 
 
 def augmentation_layers(augment: Augment) -> list:
