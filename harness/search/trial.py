@@ -21,6 +21,7 @@ from harness.search.progress import SearchProgress, trial_line
 from harness.specs import FoldRecord, MetricSpec, ModelSpec, TrialSummary
 from harness.training.keeper import ModelKeeper
 from harness.training.fit import fit_fold
+from harness.training.tensorboard import fold_logdir
 
 if TYPE_CHECKING:
     from harness.results.records import RecordStore
@@ -113,7 +114,9 @@ def _run_fold(trial: TrialContext, repeat: int, fold: int) -> FoldRecord:
     result = fit_fold(
         trial.spec, dataset, trial.candidate.image_size, trial.params, train, train_idx, val_idx,
         seed=fold_seed(study.seed, trial.config, repeat, fold), cache=trial.run.features, on_epoch=on_epoch,
-        keeper=trial.keeper,
+        keeper=trial.keeper, tensorboard=fold_logdir(
+            train, trial.run.results_dir, trial.candidate.name, trial.search, trial.number, repeat, study.cv.repeats, fold
+        ),
     )
     metrics = fold_metrics(dataset.labels[val_idx], result.probabilities, study.metrics.top_k, trial.extra_metrics)
     settings = trial.params | {k: getattr(train, k) for k in ("epochs", "batch_size", "optimizer", "learning_rate")}

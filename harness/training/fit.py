@@ -74,11 +74,13 @@ def fit_fold(
     save_model: str | os.PathLike | None = None,
     *,
     keeper: ModelKeeper | None = None,
+    tensorboard: str | os.PathLike | None = None,
 ) -> FoldResult:
     """Build, fit on ``train_idx`` (one or two phases) and predict ``val_idx`` (may be empty).
     ``save_model``: also save the trained model, without augmentation layers, as a ``.keras`` file.
     ``keeper``: where the model is kept between folds (see ``ModelKeeper``); by default the
-    cache's own, and with no cache none is kept.
+    cache's own, and with no cache none is kept. ``tensorboard``: a folder for the fold's TensorBoard
+    event file (see harness.training.tensorboard).
 
     Runs under the study's precision policy; out of accelerator memory, it retries the fold with
     half the batch size, down to 1.
@@ -93,7 +95,7 @@ def fit_fold(
             try:
                 return _fit_fold(
                     spec, dataset, image_size, params, replace(train, batch_size=batch_size),
-                    train_idx, val_idx, seed, on_epoch, cache, save_model, keeper,
+                    train_idx, val_idx, seed, on_epoch, cache, save_model, keeper, tensorboard,
                 )
             except Exception as exc:
                 keeper.forget()  # a fold that failed part-way may leave it in any state
@@ -135,10 +137,10 @@ def release_device_memory() -> None:
 
 
 def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache,
-              save_model=None, keeper=None) -> FoldResult:
+              save_model=None, keeper=None, tensorboard=None) -> FoldResult:
     """One try of ``fit_fold`` at ``train``'s batch size."""
     fold = Fold.plan(spec, dataset, image_size, params, train, train_idx, seed,
-                     on_epoch=on_epoch, cache=cache, keeper=keeper or ModelKeeper())
+                     on_epoch=on_epoch, cache=cache, keeper=keeper or ModelKeeper(), tensorboard=tensorboard)
     model, base, split = fold.keeper.model_for_fold(spec, fold.context, train, seed, cached_phase_possible(cache, train))
     trained = Trained(model, model, base, split)
     started = time.perf_counter()

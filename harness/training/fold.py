@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from harness.training.epochs import batchnorm_calibration, epoch_history, fit_in
 from harness.training.features import FeatureCache
 from harness.training.inference import read_rows
 from harness.training.keeper import ModelKeeper
+from harness.training.tensorboard import epoch_scalars
 
 
 @dataclass
@@ -38,11 +40,13 @@ class Fold:
     cache: FeatureCache | None = None
     keeper: ModelKeeper = field(default_factory=ModelKeeper)
     history: dict[str, list] = field(default_factory=dict)
+    #: The folder of the fold's TensorBoard event file, or None (see harness.training.tensorboard).
+    tensorboard: Path | None = None
 
     @classmethod
     def plan(cls, spec: ModelSpec, dataset: Dataset, image_size, params: dict, train: TrainConfig,
              train_idx: np.ndarray, seed: int, **where) -> Fold:
-        """The fold of ``train_idx``; ``where``: ``on_epoch``, ``cache`` and ``keeper``."""
+        """The fold of ``train_idx``; ``where``: ``on_epoch``, ``cache``, ``keeper`` and ``tensorboard``."""
         num_classes = len(dataset.classes)
         context = BuildContext(
             num_classes=num_classes,
@@ -84,7 +88,9 @@ class Fold:
 
     def callbacks(self, phase: str) -> list:
         """A phase's fresh callbacks, recording its epochs in ``history`` under ``phase``."""
-        return phase_callbacks(self.train, self.on_epoch, epoch_history(self.history, phase))
+        return phase_callbacks(self.train, self.on_epoch, epoch_history(self.history, phase)) + epoch_scalars(
+            self.history, self.tensorboard
+        )
 
     def fit_phase(self, net, calibrated, inputs_of, views: list, **epochs):
         """Fit ``net`` on ``views`` (each the training rows' inputs; ``inputs_of(index)`` gives any
