@@ -69,8 +69,9 @@ def export(args: argparse.Namespace, call: Invocation) -> int:
     from harness.workflows.export import export_model
 
     _refresh_from_storage([args.results_dir], call.err)
+    formats = [name for group in (args.formats or [["keras"]]) for name in group]  # --format a,b or repeated
     folder = export_model(args.results_dir, get_plugins(), call.err, args.candidate, args.out, args.data_root,
-                          args.ensemble, args.include_test)
+                          args.ensemble, args.include_test, formats)
     Console().print(f"model folder: {folder} (model card: {folder / 'MODEL_CARD.md'})")
     return EXIT_OK
 

@@ -29,6 +29,18 @@ def _whole_number(minimum: int, why: str = ""):
     return parse
 
 
+def _formats(text: str) -> list[str]:
+    """``--format keras,onnx``: the formats named, each known (``harness.serving.runtimes.FORMAT_FILES``)."""
+    from harness.serving.runtimes import FORMAT_FILES
+
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FORMAT_FILES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown format '{','.join(unknown) or text}': give one or more of "
+                                         f"{', '.join(FORMAT_FILES)}, e.g. --format keras,onnx")
+    return names
+
+
 _positive = _whole_number(1)
 #: k-fold cross-validation needs a part to score on and another to train on.
 _folds = _whole_number(2, " (cross-validation holds out one part and trains on the others)")
@@ -115,6 +127,9 @@ def _add_export(sub) -> None:
     export.add_argument("--out", type=Path, help="model folder to write (default: RESULTS_DIR/export/<candidate>)")
     export.add_argument("--data-root", type=Path, default=None, help="where the images are now (default: where the run found them)")
     export.add_argument("--ensemble", action="store_true", help="keep the K fold models (probabilities averaged) instead of refitting")
+    export.add_argument("--format", dest="formats", type=_formats, action="append", metavar="FORMATS",
+                        help="keras, onnx, litert, or several (keras,onnx or the flag repeated); default keras. ONNX "
+                             "and LiteRT hold one model, a fold ensemble averaged inside it")
     export.add_argument("--include-test", action="store_true",
                         help="refit on the locked test set's images too (the model card says so: no unseen data is "
                              "left to check the model)")
@@ -130,6 +145,9 @@ def _add_predict(sub) -> None:
     predict.add_argument("--json", action="store_true", help="one JSON line per image instead of tables")
     predict.add_argument("--explain", type=Path, metavar="OUT_DIR",
                          help="also write each image's Grad-CAM heat map of its top class there, as a PNG overlay")
+    predict.add_argument("--runtime", choices=("keras", "onnx"), default=None,
+                         help="run the Keras or the ONNX model of the folder (default: Keras when the folder holds "
+                              "one and Keras is installed, else ONNX, on onnxruntime without TensorFlow)")
 
 
 def _add_serve(sub) -> None:
@@ -138,3 +156,6 @@ def _add_serve(sub) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=5000)
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload accepted (default 10 MB)")
+    serve.add_argument("--runtime", choices=("keras", "onnx"), default=None,
+                        help="run the Keras or the ONNX model of the folder (default: Keras when the folder holds one "
+                             "and Keras is installed, else ONNX, on onnxruntime without TensorFlow)")

@@ -23,6 +23,7 @@ class Explainer:
     """Grad-CAM for an exported model, prepared once (one ``GradCam`` per fold model)."""
 
     def __init__(self, model: ExportedModel):
+        model.require_keras("Grad-CAM (explain)")  # before importing Keras: an ONNX folder may run without it
         from harness.toolkit.gradcam import GradCam
 
         self.model = model

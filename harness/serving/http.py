@@ -4,8 +4,9 @@
 ``label``, ``label_id`` and ``probability`` with the model's name and version, and with
 ``explain=true`` the Grad-CAM overlay of the top class as a base64 PNG; ``GET /model``, ``GET /health``,
 OpenAPI at ``/docs`` and ``/openapi.json``; ``GET /`` is an upload page without external assets.
-Bad input gets a JSON error with a 4xx code, never a 500. The model is loaded once, in safe mode;
-the service binds to 127.0.0.1 unless told otherwise.
+Bad input gets a JSON error with a 4xx code, never a 500. The model is loaded once, in safe mode,
+on Keras or on onnxruntime (``--runtime``; an ONNX folder serves without TensorFlow and answers
+``explain=true`` with a 422); the service binds to 127.0.0.1 unless told otherwise.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name
@@ -55,7 +56,7 @@ class PredictionService:
         """The model's name, version, classes and inputs (``GET /model``)."""
         model, info = self.model, self.model.info
         return {
-            "name": info["name"], "version": info.get("version"), "kind": info.get("kind"),
+            "name": info["name"], "version": info.get("version"), "kind": info.get("kind"), "runtime": model.runtime,
             "classes": model.classes,
             "inputs": {"image": {"size": list(model.image_size), "resize": model.resize},
                        **{n: {"values": v} for n, v in model.extra_inputs.items()}},
@@ -220,6 +221,7 @@ def upload_page(info: dict) -> str:
         name=info["name"], classes=len(info["classes"]),
         locations=next((v["values"] for n, v in info["inputs"].items() if n == "location"), None),
         objective=str(estimate.get("objective")), estimate=estimate.get("mean"),
+        explainable=info.get("runtime") == "keras",  # Grad-CAM needs the Keras model
     )
 
 
@@ -244,8 +246,9 @@ def serve_command(args, err) -> int:
         except OSError as exc:
             raise HarnessError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}): choose another --port "
                                "or stop what uses it.") from None
-    model = ExportedModel(args.model_dir)
+    model = ExportedModel(args.model_dir, getattr(args, "runtime", None))
     app = create_app(model, int(args.max_upload_mb * 1024 * 1024))
-    err.print(f"serving {model.info['name']} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops")
+    err.print(f"serving {model.info['name']} ({model.runtime}) on http://{args.host}:{args.port}/ (API docs at /docs); "
+              "Ctrl-C stops")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

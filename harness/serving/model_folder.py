@@ -1,5 +1,6 @@
-"""A model folder, read back to predict: the Keras model(s) loaded in safe mode and decoding exactly
-as training did. `harness predict` and `harness serve` use it; `harness export` writes it."""
+"""A model folder, read back to predict: its Keras model(s) loaded in safe mode or its ONNX model on
+onnxruntime (``harness.serving.runtimes``), and decoding exactly as training did. `harness predict`
+and `harness serve` use it; `harness export` writes it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import numpy as np
 from harness import __version__
 from harness.data.images import UnreadableImage, decode
 from harness.errors import HarnessError
+from harness.serving.runtimes import OnnxModel, choose_runtime, folder_formats, keras_probabilities, load_keras_models
 
-FORMAT_VERSION = 1
+#: The newest model folder format this harness reads (2: a folder may hold no Keras model).
+FORMAT_VERSION = 2
 INFO_FILE = "model.json"
 CARD_FILE = "MODEL_CARD.md"
 EXAMPLES_DIR = "examples"
@@ -33,9 +36,10 @@ class Prediction:
 
 
 class ExportedModel:
-    """A model folder loaded for prediction (safe mode: no code from the folder runs)."""
+    """A model folder loaded for prediction on ``runtime`` ("keras" or "onnx"; None: see
+    ``choose_runtime``). Keras models load in safe mode: no code from the folder runs."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, runtime: str | None = None):
         self.folder = Path(folder)
         path = self.folder / INFO_FILE
         try:
@@ -51,18 +55,11 @@ class ExportedModel:
                 f"{self.folder} was written by harness {self.info.get('versions', {}).get('harness', '?')} in model "
                 f"format {made}; this harness ({__version__}) reads format {FORMAT_VERSION} or older: upgrade harness."
             )
-        import keras
-
-        import harness.toolkit.backbones  # noqa: F401  (registers the preprocessing layer the models use)
-
-        self.models = []
-        for name in self.info["models"]:
-            file = self.folder / name
-            try:
-                self.models.append(keras.saving.load_model(file, compile=False, safe_mode=True))
-            except Exception as exc:  # a missing, torn or foreign file: one line, not Keras's traceback
-                raise HarnessError(f"{file}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}); "
-                                   "export the model again.") from None
+        self.runtime = choose_runtime(self.folder, self.info, runtime)
+        files = folder_formats(self.info)[self.runtime]
+        #: The Keras models (the Keras runtime; Grad-CAM explains them), or none.
+        self.models = load_keras_models(self.folder, files) if self.runtime == "keras" else []
+        self._onnx = OnnxModel(self.folder / files[0]) if self.runtime == "onnx" else None
         self.classes: list[str] = self.info["classes"]
         image = self.info["inputs"]["image"]
         self.image_size = tuple(image["size"])
@@ -99,20 +96,15 @@ class ExportedModel:
     def probabilities(self, pixels: np.ndarray, extra: dict[str, str | None] | None = None) -> np.ndarray:
         """Class probabilities for decoded images (n, height, width, 3); averaged over fold models."""
         inputs = self.inputs(pixels, extra)
-        outputs = [self._call(m, inputs, len(pixels)) for m in self.models]
-        return np.mean(outputs, axis=0)
+        if self._onnx is not None:
+            return self._onnx(inputs, len(pixels))
+        return keras_probabilities(self.models, inputs, len(pixels))
 
-    @staticmethod
-    def _call(model, inputs, n: int, batch: int = 32) -> np.ndarray:
-        """The model called directly, in batches: for one image, ~10× less overhead than ``predict``."""
-        import keras
-
-        parts = []
-        for start in range(0, n, batch):
-            part = ({k: v[start:start + batch] for k, v in inputs.items()} if isinstance(inputs, dict)
-                    else inputs[start:start + batch])
-            parts.append(np.asarray(keras.ops.convert_to_numpy(model(part, training=False)), dtype="float64"))
-        return np.concatenate(parts)
+    def require_keras(self, what: str) -> None:
+        """A one-line refusal when ``what`` needs the Keras models and the folder runs on another runtime."""
+        if self.runtime != "keras":
+            raise HarnessError(f"{what} needs the Keras model; {self.folder} runs on {self.runtime} here (run it "
+                               "with --runtime keras, on a folder exported with --format keras).")
 
     def top(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
         k = max(1, min(int(k), len(self.classes)))

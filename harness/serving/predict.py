@@ -64,7 +64,7 @@ def explain_folder(folder: Path | None) -> Path | None:
 
 
 def predict_command(args, out: Console, err: Console) -> int:
-    model = ExportedModel(args.model_dir)
+    model = ExportedModel(args.model_dir, getattr(args, "runtime", None))
     extra = extra_values(args)
     unknown = sorted(set(extra) - set(model.extra_inputs))
     if unknown:

@@ -39,6 +39,7 @@ from harness.evaluation.stats import binomial_interval
 from harness.reports.leaderboard import build_leaderboard
 from harness.plugins import Plugins
 from harness.results.records import RECORDS_FILE, fold_predictions, read_records, read_test_records
+from harness.workflows.formats import check_formats, format_words, write_formats
 from harness.workflows.run import default_cache_dir, prepare
 from harness.results.layout import RUN_FILE
 from harness.search.engine import fold_seed
@@ -85,15 +86,20 @@ class _Choice:
 
 def export_model(results_dir: Path, plugins: Plugins, console: Console, candidate: str | None = None,
                  out: Path | None = None, data_root: Path | None = None, ensemble: bool = False,
-                 include_test: bool = False) -> Path:
+                 include_test: bool = False, formats: list[str] | None = None) -> Path:
     """Refit the chosen candidate's best configuration on the study's cross-validation images (also
     on its test images with ``include_test``), or keep its K fold models with ``ensemble``, and write
-    a model folder; returns its path."""
+    a model folder with the model in each of ``formats`` (default keras; see harness.workflows.formats);
+    returns its path."""
+    import keras
+
+    formats = list(dict.fromkeys(formats or ["keras"]))
     results_dir = Path(results_dir)
     if include_test and ensemble:
         raise HarnessError("--include-test applies to the refit; --ensemble keeps the fold models, which never "
                            "train on test images. Give one of them.")
     choice = _choose_configuration(results_dir, plugins, candidate)
+    check_formats(formats, keras.backend.backend(), choice.train.precision)  # before any training
     root = Path(data_root or choice.info.get("data_root") or ".")
     dataset, _ = prepare(choice.study, plugins, root, console)
     folds = pd.read_csv(results_dir / "folds.csv", dtype={"id": str}, keep_default_na=False)
@@ -108,8 +114,15 @@ def export_model(results_dir: Path, plugins: Plugins, console: Console, candidat
     rows = _refit_rows(folds, include_test, console)
     started = time.perf_counter()
     models = _fit_models(choice, spec, dataset, folds, rows, staging, console, ensemble)
-    model_info = _model_info(choice, spec, dataset, models, root, results_dir / "study.toml", ensemble)
-    model_info["fit_seconds"] = round(time.perf_counter() - started, 1)
+    fit_seconds = round(time.perf_counter() - started, 1)
+    examples = [int(np.flatnonzero(dataset.labels == i)[0]) for i in range(len(dataset.classes))]
+    pixels = np.stack(dataset.thumbnails(examples, tuple(choice.candidate.image_size)))
+    written = write_formats(staging, models, formats, pixels, console)
+    model_info = _model_info(choice, spec, dataset, models if "keras" in formats else [], root,
+                             results_dir / "study.toml", ensemble)
+    # A folder without Keras files needs this harness (format 2); with them, older ones read it too.
+    model_info.update(format=1 if "keras" in formats else FORMAT_VERSION, formats=written, members=len(models))
+    model_info["fit_seconds"] = fit_seconds
     includes_test = not ensemble and bool(np.isin(rows, test_indices(folds)).any())
     model_info["protocol"] = {**protocol_of(choice.study, folds), "training_images": None if ensemble else len(rows),
                               "refit_includes_test": includes_test}
@@ -118,7 +131,7 @@ def export_model(results_dir: Path, plugins: Plugins, console: Console, candidat
     recall = per_class(oof, dataset.classes) if oof is not None else None
     (staging / INFO_FILE).write_text(json.dumps(model_info, indent=2))
     (staging / CARD_FILE).write_text(model_card(model_info, recall))
-    _write_examples(staging / EXAMPLES_DIR, dataset, choice.candidate.image_size)
+    _write_examples(staging / EXAMPLES_DIR, dataset, examples, pixels)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)  # whole or absent
@@ -270,13 +283,12 @@ def _test_score(results_dir: Path, choice: _Choice) -> dict | None:
             "metrics": {k: round(float(v), 6) for k, v in record.metrics.items()}}
 
 
-def _write_examples(folder: Path, dataset, size) -> None:
+def _write_examples(folder: Path, dataset, rows: list[int], images: np.ndarray) -> None:
     """One training image per class as the model sees it: something to try `predict` and the page on."""
     from PIL import Image
 
     folder.mkdir()
-    rows = [int(np.flatnonzero(dataset.labels == i)[0]) for i in range(len(dataset.classes))]
-    for i, pixels in zip(rows, dataset.thumbnails(rows, tuple(size))):
+    for i, pixels in zip(rows, images):
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in dataset.classes[dataset.labels[i]])
         Image.fromarray(pixels).save(folder / f"{safe}.png")
 
@@ -292,6 +304,7 @@ def model_card(info: dict, recall: pd.DataFrame | None) -> str:
         "",
         f"- Model: `{info['model']}`, candidate `{info['candidate']}`, configuration {info['version']}",
         f"- What this folder holds: {kind}.",
+        f"- Formats: {format_words(info)}.",
         f"- Inputs: image {info['inputs']['image']['size'][0]}×{info['inputs']['image']['size'][1]} "
         f"({info['inputs']['image']['resize']})"
         + "".join(f", {n} (one of {', '.join(v['one_hot'])})" for n, v in info["inputs"].items() if n != "image"),
@@ -324,7 +337,7 @@ def _kind(info: dict) -> str:
     """What the folder holds, in words: which images its model(s) trained on."""
     protocol = info.get("protocol") or {}
     if info["kind"] != "refit":
-        return (f"the {len(info['models'])} fold models of cross-validation, probabilities averaged"
+        return (f"the {info.get('members', len(info['models']))} fold models of cross-validation, probabilities averaged"
                 + ("; none of them trained on a test image" if protocol.get("test") else ""))
     trained = protocol.get("training_images")
     if protocol.get("refit_includes_test"):
