@@ -22,6 +22,10 @@ STUDIES = ["rocks", "minerals", "minerals_holdout", "gems", "sports", "conus"]
 REAL = {"minerals": "minerals", "minerals_holdout": "minerals", "sports": "sports15"}
 SMALL = {"conus": 71}
 SLOW = bool(os.environ.get("HARNESS_SLOW_TESTS"))
+#: studies/seeds: each study's recipe under its own protocol (NAME.toml) and the honest one (NAME_honest.toml).
+SEEDS = {path.stem: path for path in sorted((ROOT / "studies" / "seeds").glob("*.toml"))}
+GEMS_TEN = {"Amethyst", "Bloodstone", "Diamond", "Emerald", "Labradorite", "Larimar", "Malachite", "Opal",
+            "Quartz Rose", "Sunstone"}
 
 
 def test_study_files_carry_the_studies_recipes(monkeypatch):
@@ -43,6 +47,45 @@ def test_study_files_carry_the_studies_recipes(monkeypatch):
     assert [c.name for c in studies["minerals"].candidates] == [c.name for c in studies["minerals_holdout"].candidates]
     augmented = {c.name for c in studies["minerals"].candidates if c.train.augment is not None}
     assert augmented == {"cnn4-dropout-augment"}
+
+
+def test_seeds_validate_in_pairs_with_the_studies_own_settings(monkeypatch):
+    monkeypatch.delenv("HARNESS_WEIGHTS", raising=False)
+    plugins = get_plugins()
+    seeds = {name: load_study(path, plugins) for name, path in SEEDS.items()}
+    own = [name for name in seeds if not name.endswith("_honest")]
+    assert len(own) >= 9 and all(f"{name}_honest" in seeds for name in own)
+    for name in own:  # the same candidates; the honest twin never lets the scored fold steer
+        honest = seeds[f"{name}_honest"]
+        assert [c.name for c in honest.candidates] == [c.name for c in seeds[name].candidates], name
+        assert all(c.train.validation_data == "held_out" for c in honest.candidates), name
+        assert honest.cv.test is not None or name == "rocks6_lite", name
+    model1 = seeds["minerals_model1"].candidates[0]
+    assert (model1.train.learning_rate, model1.train.decay, model1.train.batch_size) == (1e-4, 1e-5, 24)
+    assert model1.train.keep_best.monitor == "val_loss" and model1.train.early_stopping is None
+    assert model1.image_size == (400, 321) and seeds["minerals_model1"].cv.ratios == [0.72, 0.18, 0.10]
+    model2, model21 = seeds["minerals_model2"].candidates
+    assert model2.params["padding"] == model21.params["padding"] == "valid"
+    assert model2.train.optimizer == "rmsprop" and seeds["minerals_model2"].cv.ratios == [0.40, 0.20, 0.40]
+    augment = model21.train.augment
+    assert (augment.flip, augment.rotation, augment.zoom, augment.brightness) == ("vertical", 0.25, 0.3, 0.0)
+    frozen, fine_tuned = seeds["minerals_vgg16"].candidates
+    assert frozen.train.fine_tune is None and fine_tuned.train.fine_tune.last == 4
+    initial, final = seeds["sports"].candidates
+    assert initial.train.learning_rate == 1e-5 and initial.train.fine_tune is None
+    assert final.train.fine_tune.last == 3 and final.train.fine_tune.learning_rate == 1e-4
+    assert final.train.total_epochs == 10 and final.train.preprocess == "unit" and final.params["dropout"] == 0
+    gems = seeds["gems"]
+    assert set(gems.dataset.params["classes"]) == GEMS_TEN and not gems.dataset.params["random_classes"]
+    assert all(c.train.fine_tune is None and c.model == "vgg16" for c in gems.candidates)
+    rocks = seeds["rocks"].candidates[0].train
+    assert (rocks.early_stopping.patience, rocks.epochs, rocks.total_epochs) == (20, 50, 60)
+    assert rocks.fine_tune.from_layer == 120 and rocks.fine_tune.batchnorm_trainable
+    conus = {c.name: c for c in seeds["conus"].candidates}
+    assert [c.params["head"] for c in conus.values()] == [[1024], [1024], [600], [2000], [1024, 600]]
+    assert all(c.image_size == (224, 224) and c.train.preprocess == "per_image" for c in conus.values())
+    assert conus["xception-1024"].train.augment.probability == {"rotation": 0.5}
+    assert seeds["conus"].metrics.top_k == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.skipif(not SLOW, reason="minutes on a CPU: HARNESS_SLOW_TESTS=1 runs it")
