@@ -30,6 +30,13 @@ DATA = Path(os.environ.get("HARNESS_TEST_DATA", "/nonexistent"))
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_REFERENCE = HAVE_TORCH and importlib.util.find_spec("efficientnet_lite_pytorch") is not None
 VARIANTS = list(lite.VARIANTS)
+#: The three variants share one build function; under JAX and PyTorch (the re-runs of
+#: tests/test_backends.py) one variant checks the port, HARNESS_SLOW_TESTS=1 checks all three.
+PORT_VARIANTS = [
+    v if v == VARIANTS[0] or keras.backend.backend() == "tensorflow" or os.environ.get("HARNESS_SLOW_TESTS")
+    else pytest.param(v, marks=pytest.mark.skip(reason="same build as efficientnet_lite0; HARNESS_SLOW_TESTS=1 runs it on this backend"))
+    for v in VARIANTS
+]
 #: Reading and caching weight files does not depend on the Keras backend: these run once, in the
 #: main run (tests/test_backends.py re-runs this module under JAX and PyTorch without them).
 machinery = pytest.mark.run_machinery
@@ -77,7 +84,7 @@ def preprocessed(pixels: np.ndarray) -> np.ndarray:
 
 @needs_data
 @pytest.mark.skipif(not HAVE_REFERENCE, reason="needs the PyTorch reference: pip install -e '.[torch]'")
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", PORT_VARIANTS)
 def test_keras_port_matches_the_pytorch_model_on_real_photos(variant):
     import torch
     from efficientnet_lite_pytorch import EfficientNet
