@@ -70,6 +70,9 @@ class BuildContext:
     #: Width of each extra input (one-hot metadata), by input name, e.g. {"location": 5}.
     extra_inputs: dict[str, int] = field(default_factory=dict)
     weights: str | None = None
+    #: How the model turns 0–255 pixels into its input: "model" (its own way), or one of the study
+    #: file's [train] preprocess modes (see ``harness.toolkit.backbones.Preprocess``).
+    preprocess: str = "model"
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,197 @@ def test_recipe_settings_validate_and_defaults_keep_search_ids(tmp_path):
     assert search_id(explicit, explicit.candidates[0]) == search_id(with_augment, with_augment.candidates[0])
     assert search_id(study, study.candidates[0]) != search_id(plain, plain.candidates[0])
     assert TrainConfig(epochs=3, fine_tune={"total_epochs": 7}).total_epochs == 7
+
+
+# --- how they train -----------------------------------------------------------------------------
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from harness import BuildContext  # noqa: E402
+from harness.config.study import EarlyStopping, FineTune  # noqa: E402
+from harness.training.build import compile_model, make_optimizer  # noqa: E402
+from harness.training.fold import SCORED_FOLD_STEERS, _steering_rows  # noqa: E402
+from harness.training.train import fit_fold  # noqa: E402
+from harness.training.watch import watchers  # noqa: E402
+
+from test_training import TINY, _dataset  # noqa: E402
+
+
+def test_momentum_and_keras_2_decay():
+    assert float(make_optimizer("sgd", 0.1).momentum) == 0.9  # unset: SGD's momentum as before
+    assert float(make_optimizer("sgd", 0.1, momentum=0.0).momentum) == 0.0
+    assert float(make_optimizer("rmsprop", 0.1, momentum=0.5).momentum) == 0.5
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    compile_model(model, "adam", 0.1, train=TrainConfig(decay=0.5))
+    x, y = np.zeros((8, 2), "float32"), np.zeros(8, "int32")
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)  # 4 steps
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1 / (1 + 0.5 * 4))
+
+
+def _run_epochs(callbacks, model, losses, first_epoch=0):
+    """Feed ``callbacks`` one epoch per loss, the model's weight set to the epoch's number."""
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, loss in enumerate(losses, first_epoch):
+        model.layers[-1].kernel.assign(np.full((1, 1), float(epoch), "float32"))
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, {"val_loss": loss, "val_top_k": -loss})
+    for callback in callbacks:
+        callback.on_train_end()
+    return float(model.layers[-1].kernel.numpy()[0, 0])
+
+
+def test_keep_best_restores_the_best_epoch_and_carries_over_phases():
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    best = TrainConfig(keep_best={"monitor": "val_top_k", "top_k": 2})
+    assert _run_epochs(watchers(best), model, [3.0, 1.0, 2.0, 2.5]) == 1.0  # best by top-k, no stop
+    # With early stopping too: early stopping stops, keep-best restores.
+    both = TrainConfig(early_stopping=EarlyStopping(patience=1), keep_best={"monitor": "val_loss"})
+    assert _run_epochs(watchers(both), model, [3.0, 1.0, 2.0]) == 1.0 and model.stop_training
+    # Continuing to total_epochs: the same callbacks keep phase one's best (weights of the owner).
+    carried = watchers(TrainConfig(keep_best={"monitor": "val_loss"}), owner=model)
+    _run_epochs(carried, model, [3.0, 1.0])
+    assert _run_epochs(carried, model, [2.0, 4.0], first_epoch=2) == 1.0
+
+
+def test_scored_fold_steers_only_where_allowed_and_says_so():
+    dataset = _dataset()
+    idx = np.arange(len(dataset.labels))
+    train = TrainConfig(keep_best={"monitor": "val_loss"}, validation_data="scored_fold")
+    fit, stop, notes = _steering_rows(dataset, train, idx[::2], idx[1::2], 0)
+    assert list(stop) == list(idx[1::2]) and list(fit) == list(idx[::2]) and notes == [SCORED_FOLD_STEERS]
+    fit, stop, notes = _steering_rows(dataset, train, idx[::2], None, 0)  # a test set's fit: a held-out share
+    assert set(stop) < set(idx[::2]) and not set(fit) & set(stop) and notes == []
+    fit, stop, _ = _steering_rows(dataset, TrainConfig(keep_best=True, validation_fraction=0.3), idx, None, 0)
+    assert len(stop) == pytest.approx(0.3 * len(idx), abs=2)
+
+
+def test_fine_tuning_to_a_total_epoch_count_with_batchnorm_training(monkeypatch):
+    import harness.toolkit.backbones as backbones
+
+    asked = []
+    real = backbones.set_base_trainable
+    monkeypatch.setattr(backbones, "set_base_trainable", lambda *a, **k: asked.append(k) or real(*a, **k))
+    dataset, idx = _dataset(), np.arange(18)
+    train = TrainConfig(epochs=1, batch_size=8, keep_best={"monitor": "val_loss"},
+                        fine_tune=FineTune(total_epochs=3, batchnorm_trainable=True))
+    result = fit_fold(TINY, dataset, (12, 12), {}, train, idx[::2], idx[1::2], seed=1, scored_steers=True)
+    assert result.epochs_run == 3 and result.history["phase"] == ["train", "fine-tune", "fine-tune"]
+    assert asked[-1]["train_batchnorm"] is True and result.warnings == []  # held-out share: no label
+    asked.clear()
+    fit_fold(TINY, dataset, (12, 12), {}, TrainConfig(epochs=1, batch_size=8, fine_tune=FineTune(epochs=1)),
+             idx[::2], idx[1::2], seed=1)
+    assert asked[-1]["train_batchnorm"] is False  # Keras's guidance by default: pretrained BN stays frozen
+
+
+def test_cnn4_valid_padding_is_the_minerals_model_2_and_cnn5_its_model_1():
+    from harness.plugins import get_plugins
+
+    models = get_plugins().models
+    cnn4 = models.get("cnn4")
+    params = dict(cnn4.params, padding="valid")
+    model = cnn4.build(BuildContext(3, (180, 180), params))
+    flatten = next(layer for layer in model.layers if isinstance(layer, keras.layers.Flatten))
+    assert flatten.output.shape[-1] == 12544  # 180 → 178 … 7 × 7 × 256, as the study's summary
+    same = cnn4.build(BuildContext(3, (180, 180), dict(cnn4.params)))
+    assert next(l for l in same.layers if isinstance(l, keras.layers.Flatten)).output.shape[-1] != 12544
+    cnn5 = models.get("cnn5")
+    params = dict(cnn5.params, filters=[12, 6, 12, 6, 12], dense=[500, 100, 50, 10], pool_padding="valid")
+    model = cnn5.build(BuildContext(3, (400, 321), params))
+    kinds = [type(layer).__name__ for layer in model.layers[2:17]]
+    assert kinds == ["Conv2D", "BatchNormalization", "MaxPooling2D"] * 5
+    flatten = next(layer for layer in model.layers if isinstance(layer, keras.layers.Flatten))
+    assert flatten.output.shape[-1] == 1440  # the study's Model 1: 12 × 10 × 12
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [500, 100, 50, 10, 3]
+
+
+def test_preprocessing_modes_and_dataset_statistics_saved_with_the_model(tmp_path):
+    import tensorflow as tf
+
+    from harness.toolkit.backbones import Preprocess, set_dataset_stats
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(Preprocess("unit")(x), x / 255, rtol=1e-6)
+    np.testing.assert_allclose(Preprocess("tf")(x), x / 127.5 - 1, rtol=1e-5, atol=1e-6)
+    flat = np.full((1, 8, 8, 3), 7.0, "float32")  # a flat image: std below 1 / sqrt(N)
+    for images in (x, flat):
+        expected = tf.image.per_image_standardization(images).numpy()
+        np.testing.assert_allclose(Preprocess("per_image")(images), expected, rtol=1e-4, atol=1e-4)
+    cnn4 = get_plugins().models.get("cnn4")
+    params = dict(cnn4.params, filters=[4], top_filters=4)
+    assert not any(isinstance(l, Preprocess) for l in cnn4.build(BuildContext(3, (16, 16), params)).layers)
+    model = cnn4.build(BuildContext(3, (16, 16), params, preprocess="dataset"))
+    train_images = rng.integers(0, 256, (10, 16, 16, 3)).astype("uint8")
+    assert set_dataset_stats(model, train_images)
+    layer = model.get_layer("preprocess")
+    np.testing.assert_allclose(layer.mean.numpy(), train_images.reshape(-1, 3).mean(0), rtol=1e-4)
+    np.testing.assert_allclose(layer.std.numpy(), train_images.reshape(-1, 3).std(0), rtol=1e-4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.get_layer("preprocess").mean.numpy(), layer.mean.numpy())
+    np.testing.assert_allclose(loaded.predict(train_images, verbose=0), model.predict(train_images, verbose=0), rtol=1e-5)
+
+
+def test_preprocessing_changes_a_pretrained_models_feature_cache_key():
+    from harness.testing.models import context_for
+    from harness.training.features import backbone_key, split_model
+
+    spec = get_plugins().models.get("mobilenetv2")
+    keys = {}
+    for mode in ("model", "symmetric", "unit"):
+        context = context_for(spec, 32)
+        keras.utils.set_random_seed(0)
+        model = spec.build(BuildContext(**{**context.__dict__, "preprocess": mode}))
+        keys[mode] = backbone_key(split_model(model)[0], (32, 32))
+        keras.backend.clear_session()
+    assert keys["model"] == keys["symmetric"]  # MobileNetV2's own input is [-1, 1]: the same features
+    assert keys["unit"] != keys["model"]
+
+
+def test_augmentation_probability_per_transform():
+    from harness.toolkit.augment import Augment, augmentation_layers
+    from harness.toolkit.random_apply import RandomApply
+
+    layers = augmentation_layers(Augment(flip="horizontal", noise=0.5, probability={"noise": 0.5}))
+    assert isinstance(layers[0], keras.layers.RandomFlip) and isinstance(layers[1], RandomApply)
+    x = np.full((64, 4, 4, 3), 128.0, "float32")
+    noisy = keras.ops.convert_to_numpy(layers[1](x, training=True))
+    changed = (np.abs(noisy - x).reshape(64, -1).max(axis=1) > 1e-3).mean()
+    assert 0.25 < changed < 0.75
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layers[1](x, training=False)), x)
+    again = RandomApply.from_config(layers[1].get_config())
+    assert again.probability == 0.5 and isinstance(again.layer, keras.Sequential)
+
+
+def test_the_scored_fold_steers_cross_validation_never_the_locked_test_set(tmp_path, monkeypatch):
+    """The study's way, labelled: each fold's scored rows steer it; the test set's fit holds a share out."""
+    import pandas as pd
+
+    from harness.training import fold as fold_module
+
+    plans = []
+    plan = fold_module.Fold.__dict__["plan"].__func__
+
+    def recording_plan(cls, *args, **where):
+        fold = plan(cls, *args, **where)
+        plans.append((where.get("scored_idx"), fold.stop_idx, args[5]))
+        return fold
+
+    monkeypatch.setattr(fold_module.Fold, "plan", classmethod(recording_plan))
+    recipe = 'epochs = 1\njit_compile = false\nvalidation_data = "scored_fold"\nkeep_best = { monitor = "val_accuracy" }'
+    text = _study(tmp_path, recipe).read_text().replace("trials = 2", "trials = 1").replace("epochs = 2\n", "")
+    path = tmp_path / "study.toml"
+    path.write_text(text.replace("folds = 2", "folds = 2\ntest = { fraction = 0.25 }"))
+    assert main(["run", str(path), "--results", str(tmp_path / "r")]) == 0
+    results = tmp_path / "r" / "tiny"
+    parts = pd.read_csv(results / "folds.csv")["part"].to_numpy()
+    test = set(np.flatnonzero(parts == "test"))
+    scored = [(s, stop) for s, stop, _ in plans if s is not None]
+    assert len(scored) == 2 and all(list(s) == list(stop) and not set(s) & test for s, stop in scored)
+    refits = [(stop, rows) for s, stop, rows in plans if s is None]
+    assert refits and all(set(stop) < set(rows) and not set(stop) & test for stop, rows in refits)
+    board = pd.read_csv(results / "leaderboard.csv")
+    assert board["warnings"].str.contains("steered by its scored fold").all()

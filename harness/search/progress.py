@@ -50,7 +50,7 @@ def trial_line(console: Console, label: str, candidate: Candidate, number: int, 
         f"{label}{candidate.name} trial {number} {state}: {study.metrics.objective} {value:.3f}{spread} "
         f"over {len(records)} fold(s) [dim]({shown})[/]"
     )
-    flagged = [r for r in records if r.warnings]
+    flagged = [r for r in records if r.warnings and r.warnings[0].startswith("learned nothing")]
     if flagged:
         console.print(
             f"[yellow]warning:[/] {label}{escape(candidate.name)} trial {number}: {len(flagged)} of {len(records)} "

@@ -116,7 +116,7 @@ def _run_fold(trial: TrialContext, repeat: int, fold: int) -> FoldRecord:
         seed=fold_seed(study.seed, trial.config, repeat, fold), cache=trial.run.features, on_epoch=on_epoch,
         keeper=trial.keeper, tensorboard=fold_logdir(
             train, trial.run.results_dir, trial.candidate.name, trial.search, trial.number, repeat, study.cv.repeats, fold
-        ),
+        ), scored_steers=True,
     )
     metrics = fold_metrics(dataset.labels[val_idx], result.probabilities, study.metrics.top_k, trial.extra_metrics)
     settings = trial.params | {k: getattr(train, k) for k in ("epochs", "batch_size", "optimizer", "learning_rate")}
@@ -127,7 +127,8 @@ def _run_fold(trial: TrialContext, repeat: int, fold: int) -> FoldRecord:
         candidate=trial.candidate.name, search_id=trial.search, config_id=trial.config, trial=trial.number,
         repeat=repeat, fold=fold, params=settings, tuned=dict(trial.sampled), metrics=metrics,
         fit_seconds=round(result.fit_seconds, 3), epochs_run=result.epochs_run, train_size=len(train_idx),
-        val_size=len(val_idx), warnings=[f"learned nothing: {dead}"] if dead else [], history=result.history,
+        val_size=len(val_idx), warnings=([f"learned nothing: {dead}"] if dead else []) + result.warnings,
+        history=result.history,
     )
     trial.records.write_predictions(record.key, val_idx, dataset.labels[val_idx], result.probabilities)
     return record

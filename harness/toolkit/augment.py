@@ -45,32 +45,48 @@ class Augment:
 
 
 def augmentation_layers(augment: Augment) -> list:
-    """The Keras layers for the settings, geometric first, then colour, blur and noise."""
+    """The Keras layers for the settings, geometric first, then colour, blur and noise; a transform
+    given a probability below 1 is wrapped in ``RandomApply``."""
     from keras import layers
 
     a, out = augment, []
+
+    def add(name: str, *made):
+        p = a.probability.get(name, 1.0)
+        if p < 1:
+            from harness.toolkit.random_apply import RandomApply
+
+            made = (RandomApply(made[0] if len(made) == 1 else _sequential(made), p),)
+        out.extend(made)
+
     if a.flip:
-        out.append(layers.RandomFlip(a.flip))
+        add("flip", layers.RandomFlip(a.flip))
     if a.rotation:
-        out.append(layers.RandomRotation(a.rotation, fill_mode=a.fill_mode))
+        add("rotation", layers.RandomRotation(a.rotation, fill_mode=a.fill_mode))
     if a.zoom:
-        out.append(layers.RandomZoom(a.zoom, fill_mode=a.fill_mode))
+        add("zoom", layers.RandomZoom(a.zoom, fill_mode=a.fill_mode))
     if a.translation:
-        out.append(layers.RandomTranslation(a.translation, a.translation, fill_mode=a.fill_mode))
+        add("translation", layers.RandomTranslation(a.translation, a.translation, fill_mode=a.fill_mode))
     if a.brightness:
-        out.append(layers.RandomBrightness(a.brightness, value_range=(0, 255)))
+        add("brightness", layers.RandomBrightness(a.brightness, value_range=(0, 255)))
     if a.contrast:
-        out.append(layers.RandomContrast(a.contrast, value_range=(0, 255)))
+        add("contrast", layers.RandomContrast(a.contrast, value_range=(0, 255)))
     if a.saturation:
         half = min(a.saturation, 1.0) / 2
-        out.append(layers.RandomSaturation((0.5 - half, 0.5 + half), value_range=(0, 255)))
+        add("saturation", layers.RandomSaturation((0.5 - half, 0.5 + half), value_range=(0, 255)))
     if a.blur:
         kernel = 2 * max(1, round(2 * a.blur_sigma)) + 1
-        out.append(layers.RandomGaussianBlur(a.blur, kernel_size=kernel, sigma=a.blur_sigma, value_range=(0, 255)))
+        add("blur", layers.RandomGaussianBlur(a.blur, kernel_size=kernel, sigma=a.blur_sigma, value_range=(0, 255)))
     if a.noise:
         # Keras's GaussianNoise takes a standard deviation up to 1: add it on the 0–1 scale.
-        out += [layers.Rescaling(1 / 255), layers.GaussianNoise(a.noise), layers.Rescaling(255)]
+        add("noise", layers.Rescaling(1 / 255), layers.GaussianNoise(a.noise), layers.Rescaling(255))
     return out
+
+
+def _sequential(made):
+    import keras
+
+    return keras.Sequential(list(made))
 
 
 def with_augmentation(model, augment: Augment | None):

@@ -24,8 +24,12 @@ BACKBONE = "backbone"
 #: Seed of the initial weights of a backbone built with weights = "none".
 RANDOM_BASE_SEED = 0
 #: How each family wants its input (Keras's ``preprocess_input`` modes, and EfficientNet-Lite's
-#: "lite"); "none": the base takes 0–255.
-PREPROCESSING = ("caffe", "tf", "torch", "lite", "none")
+#: "lite"); "none": the base takes 0–255. A study's [train] preprocess may replace it with these or
+#: "unit" ([0, 1]), "per_image" (per-image standardisation) or "dataset" (the training fold's
+#: per-channel mean and std, held in the layer's weights).
+PREPROCESSING = ("caffe", "tf", "torch", "lite", "none", "unit", "per_image", "dataset")
+#: The study file's names for modes the layer calls otherwise.
+STUDY_MODES = {"symmetric": "tf"}
 POOLING = ("avg", "max", "flatten")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,9 +52,23 @@ class Preprocess(layers.Layer):
         if mode not in PREPROCESSING:
             raise ValueError(f"unknown preprocessing '{mode}'; expected one of {PREPROCESSING}")
         self.mode = mode
+        if mode == "dataset":
+            # Set per fold from its training images (set_dataset_stats); saved with the model.
+            self.mean = self.add_weight(shape=(3,), initializer="zeros", trainable=False, name="mean")
+            self.std = self.add_weight(shape=(3,), initializer="ones", trainable=False, name="std")
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "per_image":
+            # tf.image.per_image_standardization: (x - mean) / max(std, 1 / sqrt(pixels × channels)).
+            mean = ops.mean(x, axis=(-3, -2, -1), keepdims=True)
+            std = ops.std(x, axis=(-3, -2, -1), keepdims=True)
+            count = ops.cast(ops.prod(ops.shape(x)[-3:]), x.dtype)
+            return (x - mean) / ops.maximum(std, ops.rsqrt(count))
+        if self.mode == "dataset":
+            return (x - ops.cast(self.mean, x.dtype)) / ops.cast(self.std, x.dtype)
         if self.mode == "tf":
             return x / 127.5 - 1.0
         if self.mode == "torch":
@@ -63,6 +81,42 @@ class Preprocess(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+def scratch_preprocess(context: BuildContext):
+    """The first layer of a model trained from scratch: Rescaling(1/255) as the built-in CNNs have
+    always had, or the ``Preprocess`` of the study's [train] preprocess."""
+    if context.preprocess == "model":
+        return layers.Rescaling(1.0 / 255)
+    return Preprocess(STUDY_MODES.get(context.preprocess, context.preprocess), name="preprocess")
+
+
+def padding(model: str, params: dict, key: str = "padding") -> str:
+    """``params[key]``, "same" or "valid" (a one-line error otherwise)."""
+    from harness.errors import did_you_mean
+
+    value = params[key]
+    if value not in ("same", "valid"):
+        raise HarnessError(f"model '{model}': {key} = {value!r} is unknown.{did_you_mean(str(value), ('same', 'valid'))} "
+                           'Use "same" or "valid".')
+    return value
+
+
+def set_dataset_stats(model, images: np.ndarray) -> bool:
+    """Give every ``Preprocess`` of mode "dataset" in ``model`` the per-channel mean and std of
+    ``images`` (0–255, the training fold's); returns whether there was one."""
+    found = [layer for layer in _all_layers(model) if isinstance(layer, Preprocess) and layer.mode == "dataset"]
+    if found:
+        total, squares, count = np.zeros(3), np.zeros(3), 0
+        for start in range(0, len(images), 64):  # in chunks: a float64 copy of every image is large
+            pixels = images[start : start + 64].reshape(-1, images.shape[-1]).astype("float64")
+            total, squares, count = total + pixels.sum(0), squares + (pixels**2).sum(0), count + len(pixels)
+        mean = total / count
+        std = np.maximum(np.sqrt(np.maximum(squares / count - mean**2, 0)), 1e-3)
+        for layer in found:
+            layer.mean.assign(mean.astype("float32"))
+            layer.std.assign(std.astype("float32"))
+    return bool(found)
 
 
 def check_size(model: str, size: tuple[int, int], minimum: int) -> None:
@@ -183,6 +237,8 @@ def build_pretrained(
     params = context.params
     image = keras.Input(shape=(*context.image_size, 3), name="image")
     base = pretrained_base(application, context, name, minimum, **kwargs)
+    if context.preprocess != "model":
+        preprocessing = STUDY_MODES.get(context.preprocess, context.preprocess)
     preprocessed = Preprocess(preprocessing, name="preprocess")(image)
     if random_weights(context.weights):
         # Trained from random weights, the base's BatchNormalization must run in training mode (see

@@ -31,17 +31,28 @@ def head_steps_per_execution() -> int:
     return 1 if load_keras().backend.backend() == "torch" else 64
 
 
-def make_optimizer(name: str, learning_rate: float):
+def make_optimizer(name: str, learning_rate: float, momentum: float | None = None, decay: float = 0.0):
+    """Adam, RMSprop or SGD (``momentum`` None: SGD 0.9, RMSprop 0); ``decay``: Keras 2's
+    inverse-time decay per step, lr / (1 + decay · iterations)."""
+    from harness.config.recipe import SGD_MOMENTUM
+
     keras = load_keras()
+    rate = learning_rate
+    if decay:
+        rate = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=decay)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(rate)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    return keras.optimizers.SGD(learning_rate, momentum=0.9)
+        return keras.optimizers.RMSprop(rate, momentum=momentum or 0.0)
+    return keras.optimizers.SGD(rate, momentum=SGD_MOMENTUM if momentum is None else momentum)
 
 
-def compile_model(model, optimizer: str, learning_rate: float, label_smoothing: float = 0.0, **kwargs) -> None:
-    """Compile for integer labels, or one-hot labels when smoothing them (Keras's sparse loss cannot)."""
+def compile_model(model, optimizer: str, learning_rate: float, label_smoothing: float = 0.0, *,
+                  train: TrainConfig | None = None, **kwargs) -> None:
+    """Compile for integer labels, or one-hot labels when smoothing them (Keras's sparse loss cannot).
+    ``train``: the study's settings for the optimizer's momentum and decay and a watched top-k."""
+    from harness.config.recipe import watched_top_k
+
     keras = load_keras()
     if label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
@@ -49,24 +60,37 @@ def compile_model(model, optimizer: str, learning_rate: float, label_smoothing: 
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=[accuracy], **kwargs)
+    metrics = [accuracy]
+    k = None if train is None else watched_top_k(train)
+    if k is not None:  # early stopping or keep-best watch "val_top_k"
+        top_k = keras.metrics.TopKCategoricalAccuracy if label_smoothing else keras.metrics.SparseTopKCategoricalAccuracy
+        metrics.append(top_k(k, name="top_k"))
+    momentum, decay = (None, 0.0) if train is None else (train.momentum, train.decay)
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, momentum, decay), loss=loss, metrics=metrics,
+                  **kwargs)
 
 
 def compile_kept(holder, model, train: TrainConfig, learning_rate: float, **kwargs) -> bool:
     """Compile a kept ``model`` once per optimizer setting (remembered on ``holder``, with the
     optimizer's initial state); later folds restore that state instead, which keeps the traced
     train function. Sets the learning rate; returns whether it compiled."""
-    setting = (train.optimizer, train.label_smoothing, train.jit_compile)
+    from harness.config.recipe import watched_top_k
+
+    # With decay the rate is a schedule made at compile time: a new rate is a new compile.
+    setting = (train.optimizer, train.label_smoothing, train.jit_compile, train.momentum, train.decay,
+               watched_top_k(train), learning_rate if train.decay else None)
     compiled = holder.compiled != setting
     if compiled:
-        compile_model(model, train.optimizer, learning_rate, train.label_smoothing, jit_compile=train.jit_compile, **kwargs)
+        compile_model(model, train.optimizer, learning_rate, train.label_smoothing, train=train,
+                      jit_compile=train.jit_compile, **kwargs)
         model.optimizer.build(model.trainable_variables)
         holder.optimizer_start = [np.array(v) for v in model.optimizer.variables]
         holder.compiled = setting
     else:
         for variable, start in zip(model.optimizer.variables, holder.optimizer_start):
             variable.assign(start)
-    model.optimizer.learning_rate = learning_rate
+    if not train.decay:
+        model.optimizer.learning_rate = learning_rate
     return compiled
 
 
@@ -158,7 +182,7 @@ def model_key(spec: ModelSpec, context: BuildContext, train: TrainConfig) -> str
     build = f"{getattr(spec.build, '__module__', '')}.{getattr(spec.build, '__qualname__', '')}"
     return json.dumps(
         [spec.name, build, context.image_size, context.params, context.extra_inputs, context.num_classes,
-         weights, train.precision], sort_keys=True, default=str,
+         weights, train.precision, context.preprocess], sort_keys=True, default=str,
     )
 
 

@@ -37,16 +37,17 @@ def epoch_history(history: dict[str, list], phase: str):
     return EpochHistory()
 
 
-def phase_callbacks(train: TrainConfig, on_epoch: Callable[[int, dict], None] | None, history=None) -> list:
+def phase_callbacks(train: TrainConfig, on_epoch: Callable[[int, dict], None] | None, history=None,
+                    watching: list | None = None) -> list:
     """Fresh callbacks for one phase (their patience and best values start over); ``history`` an
-    ``epoch_history`` callback, first so that it sees each epoch's learning rate unchanged."""
+    ``epoch_history`` callback, first so that it sees each epoch's learning rate unchanged;
+    ``watching``: early stopping and keep-best carried from the phase before (see
+    ``harness.training.watch``), else fresh ones."""
+    from harness.training.watch import watchers
+
     keras = load_keras()
     callbacks = [] if history is None else [history]
-    if train.early_stopping is not None:
-        es = train.early_stopping
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=True)
-        )
+    callbacks += watchers(train) if watching is None else watching
     if train.reduce_lr is not None:
         r = train.reduce_lr
         callbacks.append(

@@ -38,6 +38,8 @@ class FoldResult:
     #: Per epoch, over every phase: "phase", "learning_rate" and Keras's logs (loss, accuracy, and
     #: val_loss, val_accuracy on the early-stopping split when there is one), one list each.
     history: dict[str, list] = field(default_factory=dict)
+    #: What the fold's record should say about how it was trained (e.g. that its scored rows steered it).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -75,12 +77,14 @@ def fit_fold(
     *,
     keeper: ModelKeeper | None = None,
     tensorboard: str | os.PathLike | None = None,
+    scored_steers: bool = False,
 ) -> FoldResult:
     """Build, fit on ``train_idx`` (one or two phases) and predict ``val_idx`` (may be empty).
     ``save_model``: also save the trained model, without augmentation layers, as a ``.keras`` file.
     ``keeper``: where the model is kept between folds (see ``ModelKeeper``); by default the
     cache's own, and with no cache none is kept. ``tensorboard``: a folder for the fold's TensorBoard
-    event file (see harness.training.tensorboard).
+    event file (see harness.training.tensorboard). ``scored_steers``: ``val_idx`` are a fold's scored
+    rows, which steer training under validation_data = "scored_fold" (never a locked test set's).
 
     Runs under the study's precision policy; out of accelerator memory, it retries the fold with
     half the batch size, down to 1.
@@ -95,7 +99,7 @@ def fit_fold(
             try:
                 return _fit_fold(
                     spec, dataset, image_size, params, replace(train, batch_size=batch_size),
-                    train_idx, val_idx, seed, on_epoch, cache, save_model, keeper, tensorboard,
+                    train_idx, val_idx, seed, on_epoch, cache, save_model, keeper, tensorboard, scored_steers,
                 )
             except Exception as exc:
                 keeper.forget()  # a fold that failed part-way may leave it in any state
@@ -137,11 +141,17 @@ def release_device_memory() -> None:
 
 
 def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache,
-              save_model=None, keeper=None, tensorboard=None) -> FoldResult:
+              save_model=None, keeper=None, tensorboard=None, scored_steers=False) -> FoldResult:
     """One try of ``fit_fold`` at ``train``'s batch size."""
     fold = Fold.plan(spec, dataset, image_size, params, train, train_idx, seed,
-                     on_epoch=on_epoch, cache=cache, keeper=keeper or ModelKeeper(), tensorboard=tensorboard)
+                     scored_idx=val_idx if scored_steers else None, on_epoch=on_epoch, cache=cache,
+                     keeper=keeper or ModelKeeper(), tensorboard=tensorboard)
     model, base, split = fold.keeper.model_for_fold(spec, fold.context, train, seed, cached_phase_possible(cache, train))
+    if train.preprocess == "dataset":
+        from harness.toolkit.backbones import set_dataset_stats
+
+        set_dataset_stats(model, dataset.images(image_size)[train_idx])  # the training fold's alone
+    fold.owner = model
     trained = Trained(model, model, base, split)
     started = time.perf_counter()
     if split is not None:
@@ -155,7 +165,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
         _save_model(trained.unaugmented, save_model)
     probabilities = _scores(fold, trained, val_idx)
     return FoldResult(np.asarray(probabilities, dtype="float64"), fit_seconds, trained.epochs_run, base is not None,
-                      fold.history)
+                      fold.history, fold.warnings)
 
 
 def _train_head(fold: Fold, trained: Trained) -> None:
@@ -179,7 +189,7 @@ def _train_end_to_end(fold: Fold, trained: Trained) -> None:
     """Phase one end to end, on the images through the model's augmentation."""
     train = fold.train
     trained.model = augmented(trained.model, train)
-    compile_model(trained.model, train.optimizer, train.learning_rate, train.label_smoothing,
+    compile_model(trained.model, train.optimizer, train.learning_rate, train.label_smoothing, train=train,
                   jit_compile=train.jit_compile)
     trained.epochs_run = len(_fit_end_to_end(fold, trained, epochs=train.epochs).epoch)
 
@@ -197,14 +207,17 @@ def _fine_tune(fold: Fold, trained: Trained) -> None:
     train, base = fold.train, trained.base
     ft = train.fine_tune
     set_base_trainable(
-        base, True, from_layer=ft.from_layer, last=ft.last, train_batchnorm=random_weights(fold.context.weights)
+        base, True, from_layer=ft.from_layer, last=ft.last,
+        train_batchnorm=ft.batchnorm_trainable or random_weights(fold.context.weights),
     )
     start = first_trainable_layer(base, ft.from_layer, ft.last)
     trained.top = top = boundary_phase(fold, trained.split, trained.unaugmented, base, start)
-    epochs = {"initial_epoch": trained.epochs_run, "epochs": trained.epochs_run + ft.epochs}
+    # total_epochs: on to that count, however many epochs phase one ran before it stopped.
+    end = ft.total_epochs if ft.total_epochs is not None else trained.epochs_run + ft.epochs
+    epochs = {"initial_epoch": trained.epochs_run, "epochs": end}
     if top is None:
         # Recompiling makes the new trainable set take effect; the phase goes on from where phase one stopped.
-        compile_model(trained.model, train.optimizer, ft.learning_rate, train.label_smoothing,
+        compile_model(trained.model, train.optimizer, ft.learning_rate, train.label_smoothing, train=train,
                       jit_compile=train.jit_compile)
         history = _fit_end_to_end(fold, trained, **epochs)
     else:

@@ -18,6 +18,11 @@ from harness.training.features import FeatureCache
 from harness.training.inference import read_rows
 from harness.training.keeper import ModelKeeper
 from harness.training.tensorboard import epoch_scalars
+from harness.training.watch import watchers
+
+#: A fold record's note when its own scored rows chose the epoch.
+SCORED_FOLD_STEERS = ('steered by its scored fold (validation_data = "scored_fold", the study\'s way: '
+                      "the scored fold chose the epoch, so its score is optimistic)")
 
 
 @dataclass
@@ -42,11 +47,19 @@ class Fold:
     history: dict[str, list] = field(default_factory=dict)
     #: The folder of the fold's TensorBoard event file, or None (see harness.training.tensorboard).
     tensorboard: Path | None = None
+    #: The model as built (all phases train parts of it), and the early-stopping and keep-best
+    #: callbacks a fine-tuning phase to ``total_epochs`` continues with.
+    owner: object = None
+    carried: list | None = None
+    #: What the results should say about how this fold was trained.
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def plan(cls, spec: ModelSpec, dataset: Dataset, image_size, params: dict, train: TrainConfig,
-             train_idx: np.ndarray, seed: int, **where) -> Fold:
-        """The fold of ``train_idx``; ``where``: ``on_epoch``, ``cache``, ``keeper`` and ``tensorboard``."""
+             train_idx: np.ndarray, seed: int, scored_idx: np.ndarray | None = None, **where) -> Fold:
+        """The fold of ``train_idx``; ``where``: ``on_epoch``, ``cache``, ``keeper`` and ``tensorboard``.
+        ``scored_idx``: the scored rows that may steer training with validation_data = "scored_fold"
+        (None: none may)."""
         num_classes = len(dataset.classes)
         context = BuildContext(
             num_classes=num_classes,
@@ -54,18 +67,16 @@ class Fold:
             params=dict(params),
             extra_inputs=extra_input_widths(spec, dataset),
             weights=train.weights,
+            preprocess=train.preprocess,
         )
-        fit_idx, stop_idx = train_idx, None
-        if train.early_stopping is not None or train.reduce_lr is not None:
-            fraction = train.early_stopping.validation_fraction if train.early_stopping else 0.1
-            fit_pos, stop_pos = inner_split(dataset.labels[train_idx], dataset.groups[train_idx], fraction, seed)
-            fit_idx, stop_idx = train_idx[fit_pos], train_idx[stop_pos]
+        fit_idx, stop_idx, notes = _steering_rows(dataset, train, train_idx, scored_idx, seed)
         class_weight = balanced_class_weight(dataset.labels[fit_idx]) if train.class_weight == "balanced" else None
         sample_weights = None
         if class_weight is not None:
             sample_weights = np.array([class_weight[int(c)] for c in dataset.labels[fit_idx]], dtype="float32")
         y = targets(dataset.labels[fit_idx], num_classes, train.label_smoothing)
-        return cls(spec, dataset, image_size, train, seed, context, fit_idx, stop_idx, y, sample_weights, **where)
+        return cls(spec, dataset, image_size, train, seed, context, fit_idx, stop_idx, y, sample_weights, **where,
+                   warnings=notes)
 
     @property
     def num_classes(self) -> int:
@@ -87,8 +98,16 @@ class Fold:
                                                  self.train.label_smoothing)
 
     def callbacks(self, phase: str) -> list:
-        """A phase's fresh callbacks, recording its epochs in ``history`` under ``phase``."""
-        return phase_callbacks(self.train, self.on_epoch, epoch_history(self.history, phase)) + epoch_scalars(
+        """A phase's callbacks, recording its epochs in ``history`` under ``phase``: fresh ones, but
+        early stopping and keep-best go on from phase to phase up to fine_tune.total_epochs."""
+        ft, watching = self.train.fine_tune, None
+        if ft is not None and ft.total_epochs is not None:
+            if self.carried is None:
+                self.carried = watchers(self.train, self.owner)
+            watching = self.carried
+            for watcher in watching:
+                watcher.hold = phase == "train"  # the best epoch is restored after the last phase
+        return phase_callbacks(self.train, self.on_epoch, epoch_history(self.history, phase), watching) + epoch_scalars(
             self.history, self.tensorboard
         )
 
@@ -104,3 +123,19 @@ class Fold:
             net, views, self.y, self.sample_weights, train.batch_size, self.seed, callbacks,
             validation_data=held_out, **epochs,
         )
+
+
+def _steering_rows(dataset: Dataset, train: TrainConfig, train_idx: np.ndarray, scored_idx: np.ndarray | None,
+                   seed: int) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """``(fit_idx, stop_idx, notes)``: the rows fitted and the rows early stopping, keep-best and
+    learning-rate plateaus watch (None when nothing watches): a share held out of the training fold,
+    or with validation_data = "scored_fold" the scored rows when ``scored_idx`` gives some (a locked
+    test set never does: its fits hold a share out instead)."""
+    if train.early_stopping is None and train.reduce_lr is None and train.keep_best is None:
+        return train_idx, None, []
+    if train.validation_data == "scored_fold" and scored_idx is not None and len(scored_idx):
+        return train_idx, scored_idx, [SCORED_FOLD_STEERS]
+    from harness.config.recipe import held_out_fraction
+
+    fit_pos, stop_pos = inner_split(dataset.labels[train_idx], dataset.groups[train_idx], held_out_fraction(train), seed)
+    return train_idx[fit_pos], train_idx[stop_pos], []

@@ -26,6 +26,8 @@ class TopPhase(NamedTuple):
 def cached_phase_possible(cache: FeatureCache | None, train: TrainConfig) -> bool:
     """A frozen first phase (on a backbone, checked later), with no augmentation or with precomputed views."""
     augmenting = train.augment is not None and train.augment.active()
+    if train.preprocess == "dataset":  # each fold's own statistics: its features are its own
+        return False
     return cache is not None and train.feature_cache and train.freeze_base and (not augmenting or train.views > 0)
 
 
@@ -107,6 +109,8 @@ def _end_to_end_setting(train: TrainConfig) -> str | None:
         return "boundary_cache = false"
     if not train.freeze_base:
         return "freeze_base = false: phase one trains the frozen part, so it differs per fold"
+    if train.preprocess == "dataset":
+        return 'preprocess = "dataset": each fold has its own statistics, so its own boundary tensors'
     if _augmenting(train) and train.views == 0:
         return "augmentation without precomputed views (views = 0)"
     return None
