@@ -86,6 +86,10 @@ def test_recipe_settings_validate_and_defaults_keep_search_ids(tmp_path):
     assert search_id(explicit, explicit.candidates[0]) == search_id(with_augment, with_augment.candidates[0])
     assert search_id(study, study.candidates[0]) != search_id(plain, plain.candidates[0])
     assert TrainConfig(epochs=3, fine_tune={"total_epochs": 7}).total_epochs == 7
+    same = load_study(_study(tmp_path, "", 'padding = "same"\n'), plugins)
+    valid = load_study(_study(tmp_path, "", 'pool_padding = "valid"\n'), plugins)
+    assert search_id(same, same.candidates[0]) == search_id(plain, plain.candidates[0])
+    assert search_id(valid, valid.candidates[0]) != search_id(plain, plain.candidates[0])
 
 
 # --- how they train -----------------------------------------------------------------------------

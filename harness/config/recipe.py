@@ -38,6 +38,10 @@ SUB_DEFAULTS = {
     "augment": {"probability": {}},
 }
 
+#: Model parameters added for the recipes (cnn4/cnn5 padding), left out of search ids and fold
+#: records at these values: the models built as before.
+PARAM_DEFAULTS = {"padding": "same", "pool_padding": ""}
+
 
 @dataclass(config=TABLE)
 class KeepBest:
@@ -55,6 +59,11 @@ def without_defaults(plain: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(table), dict):
             out[table] = {k: v for k, v in out[table].items() if k not in defaults or v != defaults[k]}
     return out
+
+
+def params_without_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    """Model parameters without those of ``PARAM_DEFAULTS`` at their defaults."""
+    return {k: v for k, v in params.items() if k not in PARAM_DEFAULTS or v != PARAM_DEFAULTS[k]}
 
 
 def check_probability(probability: dict[str, Any], values: dict[str, Any]) -> dict[str, float]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import overrides as outside
-from harness.config.recipe import without_defaults
+from harness.config.recipe import params_without_defaults, without_defaults
 from harness.config.schema import TRAIN_PARAMS, CVConfig, DatasetConfig, MetricsConfig, SearchConfig, TrainConfig
 from harness.config.space import Dimension, thaw
 
@@ -32,7 +32,7 @@ class Candidate:
         payload = {
             "model": self.model,
             "image_size": self.image_size,
-            "params": self.params,
+            "params": params_without_defaults(self.params),
             "train": without_defaults(_plain(self.train)),
             "space": {k: _plain(v) for k, v in sorted(self.space.items())},
             "dataset": _plain(study.dataset),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from harness.config.recipe import params_without_defaults
 from harness.config.study import Candidate, TrainConfig
 from harness.core.stop import StopToken
 from harness.data.folds import fold_indices
@@ -119,7 +120,9 @@ def _run_fold(trial: TrialContext, repeat: int, fold: int) -> FoldRecord:
         ), scored_steers=True,
     )
     metrics = fold_metrics(dataset.labels[val_idx], result.probabilities, study.metrics.top_k, trial.extra_metrics)
-    settings = trial.params | {k: getattr(train, k) for k in ("epochs", "batch_size", "optimizer", "learning_rate")}
+    settings = params_without_defaults(trial.params) | {
+        k: getattr(train, k) for k in ("epochs", "batch_size", "optimizer", "learning_rate")
+    }
     if result.backbone:
         settings |= {"weights": train.weights, "freeze_base": train.freeze_base, "fine_tune": train.fine_tune is not None}
     dead = learned_nothing(result.probabilities)
