@@ -60,6 +60,7 @@ def test_seeds_validate_in_pairs_with_the_studies_own_settings(monkeypatch):
         assert [c.name for c in honest.candidates] == [c.name for c in seeds[name].candidates], name
         assert all(c.train.validation_data == "held_out" for c in honest.candidates), name
         assert honest.cv.test is not None or name == "rocks6_lite", name
+    assert all(not c.space for s in seeds.values() for c in s.candidates)  # the studies' recipes: nothing tuned
     model1 = seeds["minerals_model1"].candidates[0]
     assert (model1.train.learning_rate, model1.train.decay, model1.train.batch_size) == (1e-4, 1e-5, 24)
     assert model1.train.keep_best.monitor == "val_loss" and model1.train.early_stopping is None
