@@ -112,6 +112,9 @@ def converted(finished, tmp_path_factory):
     example images decoded as training decodes them: (folder, image files, pixels)."""
     from harness.data.images import decode_file
 
+    from test_export_formats import needs_onnx_export
+
+    needs_onnx_export()
     results, _, _, cache = finished
     out = tmp_path_factory.mktemp("formats") / "model"
     with harness_cache(cache):
@@ -154,6 +157,7 @@ def test_onnx_and_litert_files_hold_the_averaged_ensemble_and_agree_with_keras(c
 
 
 def test_predict_and_serve_run_an_onnx_folder_where_tensorflow_keras_optuna_sklearn_cannot_import(converted, tmp_path):
+    pytest.importorskip("uvicorn", reason="needs the serve extra: pip install -e '.[serve]' (.ci/run installs it)")
     from test_serve import free_port, get, post, wait_until_up
 
     from harness.serving.model_folder import ExportedModel

@@ -1,6 +1,7 @@
 """`harness export`: refit the leaderboard's choice and write it as a model folder.
 
-A model folder holds the Keras model(s) (``.keras``), ``model.json`` (classes, inputs and their
+A model folder holds the model in each format asked for (``.keras``, the default; ``model.onnx``;
+``model.tflite``: see ``harness.workflows.formats``), ``model.json`` (classes, inputs and their
 vocabularies, image size and resize policy, backend and versions, the cross-validated estimate, the
 protocol and the locked test set's score) and ``MODEL_CARD.md``.
 
@@ -8,8 +9,8 @@ With a locked test set the refit trains on the cross-validation rows only: with 
 rows it is the model the test set scored (``test.model = "refit"``). ``include_test`` refits on the
 test rows too, and the card says so: then no unseen data is left to check the exported model.
 
-``ExportedModel`` loads a model folder in Keras's safe mode and decodes images exactly as training
-did; `harness predict` and `harness serve` use it.
+``ExportedModel`` loads a model folder (Keras in safe mode, or ONNX on onnxruntime) and decodes
+images exactly as training did; `harness predict` and `harness serve` use it.
 """
 
 from __future__ import annotations
