@@ -170,15 +170,15 @@ def test_probe_with_a_size_decodes_each_file_once(tmp_path, monkeypatch):
     assert store.pixels(paths, hashes, (8, 8)).shape == (4, 8, 8, 3)
 
 
-def test_probe_arrays_beyond_the_memory_budget_are_saved_not_decoded_twice(tmp_path, monkeypatch):
+def test_probe_with_a_size_stacks_its_rows_as_they_decode(tmp_path, monkeypatch):
     paths = _images(tmp_path / "img", 4)
-    monkeypatch.setattr(image_store, "FRESH_BYTES", 8 * 8 * 3 * 2)  # room for two arrays in memory
-    store = ImageStore(tmp_path / "cache", workers=1)
+    store = ImageStore(tmp_path / "cache", workers=2)
     hashes = [p.hash for p in store.probe(paths, (8, 8))]
-    assert len(list((tmp_path / "cache" / "pixels").rglob("*.npy"))) == 2
+    assert not (tmp_path / "cache" / "pixels").exists()  # no file per image: rows of one stacked file
+    assert [p.name for p in (tmp_path / "cache" / "bundles").rglob("*.npy")] == [store.bundle_path(hashes, (8, 8), "stretch").name]
     expected = np.stack([decode_file(p, (8, 8)) for p in paths])
     _no_decoding(monkeypatch)
-    assert np.array_equal(store.pixels(paths, hashes, (8, 8)), expected)
+    assert np.array_equal(store.pixels(paths[::-1], hashes[::-1], (8, 8)), expected[::-1])
 
 
 def test_one_pass_pixels_equal_a_separate_decode(tmp_path):

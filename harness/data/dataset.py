@@ -55,7 +55,9 @@ class Dataset:
         return [c for c in self.table.columns if c not in CORE_COLUMNS]
 
     def images(self, size: tuple[int, int]) -> np.ndarray:
-        """All images as uint8 (n, height, width, 3), decoded once per size."""
+        """All images as uint8 (n, height, width, 3), decoded once per size: for a dataset of
+        files the read-only memory map of the image cache's stacked file (gather rows with
+        ``harness.data.stacked.read_rows``), never the whole array in memory; else the plugin's array."""
         size = tuple(size)
         if size not in self._pixels:
             if self.samples.pixels is not None:

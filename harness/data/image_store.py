@@ -3,7 +3,8 @@
 ``ImageStore`` remembers what each file's probe told (a SQLite index, by content hash) and the
 decoded pixels: one stacked ``.npy`` per exact image list, size and policy, whose rows the index
 also finds for any other list of the same images, so every fold, trial, candidate and later run
-reads the cache instead of the JPEG.
+reads the cache instead of the JPEG. Stacked files are written row by row as images decode (see
+``harness.data.stacked``): no image list is ever held in memory whole.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from harness.core.choices import RESIZE_POLICIES
-from harness.core.files import atomic_writer
 from harness.data.images import DECODER_VERSION, UnreadableImage, decode, read_bytes
 from harness.data.probes import PROBE_VERSION, Probe, probe_bytes
+from harness.data.stacked import BLOCK_ROWS, StackWriter, open_stack, read_rows
 from harness.errors import HarnessError
-
-#: Arrays a probe decodes are kept in memory, up to this many bytes, for the pixels() call that
-#: follows it and stacks them into one file; beyond that they are saved one file per image.
-FRESH_BYTES = 1 << 30
-
 
 _PROBES = f"probes_v{PROBE_VERSION}"
 _SCHEMA = f"""
@@ -70,10 +66,6 @@ class ImageStore:
         self.root = Path(cache_dir).expanduser()
         self.workers = workers or os.cpu_count() or 1
         self.progress = progress
-        self._folders: set[Path] = set()
-        self._fresh: dict[tuple, np.ndarray] = {}  # arrays decoded by probe(), handed to pixels()
-        self._fresh_bytes = 0
-        self._lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.root / f"index-v{DECODER_VERSION}.sqlite3", timeout=60)
@@ -92,7 +84,8 @@ class ImageStore:
         """One Probe per path (same order); unchanged files are answered from the index.
 
         With ``size``, files read for the first time are also decoded at that size in the same
-        pass and their arrays cached, so a study at that size decodes each new file only once.
+        pass, their rows written to a stacked file as they decode, so a study at that size
+        decodes each new file only once.
         """
         results: list[Probe | None] = [None] * len(paths)
         keys = [_stat_key(p) for p in paths]
@@ -105,9 +98,12 @@ class ImageStore:
                 results[i] = cached[digest]
             else:
                 todo.append(i)
-        size = (int(size[0]), int(size[1])) if size else None
-        jobs = [(paths[i], size, policy) for i in todo]
-        fresh = self._parallel(self._probe_job, jobs, "reading images")
+        jobs = [(row, paths[i]) for row, i in enumerate(todo)]
+        if size is not None and todo:
+            size = (int(size[0]), int(size[1]))
+            fresh = self._probe_into_stack(jobs, size, policy)
+        else:
+            fresh = self._parallel(partial(self._probe_job, None), jobs, "reading images")
         files, probes = [], []
         for i, result in zip(todo, fresh):
             results[i] = result
@@ -120,15 +116,30 @@ class ImageStore:
                 self._db.executemany(f"INSERT OR REPLACE INTO {_PROBES} VALUES ({', '.join('?' * 10)})", probes)
         return results  # type: ignore[return-value]
 
-    def _probe_job(self, job: tuple[str, tuple[int, int] | None, str]) -> Probe:
-        path, size, policy = job
+    def _probe_into_stack(self, jobs: list[tuple[int, str]], size: tuple[int, int], policy: str) -> list[Probe]:
+        """Probe the files of ``jobs`` ((row, path) pairs), writing their pixels at ``size`` as rows
+        of one stacked file, which the rows index then finds for any list of these images."""
+        staging = self.root / "bundles" / self._folder(size, policy) / "probed.npy"
+        with StackWriter(staging, (len(jobs), size[0], size[1], 3)) as writer:
+            fresh = self._parallel(partial(self._probe_job, (writer, size, policy)), jobs, "reading images")
+            if not any(probe.ok for probe in fresh):
+                return fresh
+            bundle = writer.commit(self.bundle_path([probe.hash or "" for probe in fresh], size, policy))
+        self._index_rows(bundle, size, policy, [(row, probe.hash) for row, probe in enumerate(fresh) if probe.ok])
+        return fresh
+
+    def _probe_job(self, into: tuple[StackWriter, tuple[int, int], str] | None, job: tuple[int, str]) -> Probe:
+        row, path = job
         try:
             data = read_bytes(path)
         except UnreadableImage as exc:
             return Probe(None, str(exc))
+        if into is None:
+            return probe_bytes(data)[0]
+        writer, size, policy = into
         probe, pixels = probe_bytes(data, size, policy)
-        if pixels is not None and size is not None:
-            self._keep_fresh(probe.hash, size, policy, pixels)
+        if pixels is not None:
+            writer.write(row, pixels)
         return probe
 
     def _known_hashes(self, paths: Sequence[str], keys: Sequence[tuple[int, int] | None]) -> dict[str, str]:
@@ -166,110 +177,100 @@ class ImageStore:
 
     def pixels(self, paths: Sequence[str], hashes: Sequence[str], size: tuple[int, int],
                policy: str = "stretch") -> np.ndarray:
-        """uint8 (n, height, width, 3): cached arrays where present, the rest decoded once.
+        """uint8 (n, height, width, 3), memory-mapped read-only: cached rows where present, the
+        rest decoded once.
 
-        The result is saved as one stacked file, memory-mapped (read-only) on the next call with
-        the same images, so a warm start is one file however many images there are; its rows are
-        indexed, so another list of the same images (a subset, another order) reads them too.
+        The rows are written to one stacked file as they are found or decode (never the whole
+        array in memory), so a warm start is one file however many images there are; its rows
+        are indexed, so another list of the same images (a subset, another order) reads them too.
         """
         size = (int(size[0]), int(size[1]))
         if policy not in RESIZE_POLICIES:
             raise HarnessError(f"unknown resize policy '{policy}'; use one of: {', '.join(RESIZE_POLICIES)}.")
         shape = (len(paths), size[0], size[1], 3)
         bundle = self.bundle_path(hashes, size, policy)
-        try:
-            stacked = np.load(bundle, mmap_mode="r", allow_pickle=False)
-            if stacked.shape == shape and stacked.dtype == np.uint8:
-                return stacked
-        except (OSError, ValueError):  # absent, or torn by a killed writer: assemble again
-            pass
-        out = np.empty(shape, dtype=np.uint8)
-        missing: dict[str, list[int]] = {}
+        stacked = open_stack(bundle, shape)  # absent, or torn by a killed writer: None, assemble again
+        if stacked is not None:
+            return stacked
         folder = self._folder(size, policy)
         query = "SELECT hash, bundle, row FROM rows WHERE folder = ? AND hash IN ({})"
         stored = {h: (b, r) for h, b, r in self._select(query, sorted(set(hashes)), folder)}
-        bundles: dict[str, np.ndarray | None] = {}
-        for i, digest in enumerate(hashes):
-            fresh = self._fresh.get((digest, size, policy))
-            if fresh is not None:
-                out[i] = fresh
-            elif not self._from_bundle(out, i, stored.get(digest), bundles, shape) and not self._from_file(
-                out, i, self.array_path(digest, size, policy)
-            ):
-                missing.setdefault(digest, []).append(i)
-        if missing:
-            firsts = [rows[0] for rows in missing.values()]
-            work = [(paths[i], size, policy) for i in firsts]
-            decoded = self._parallel(self._decode, work, f"decoding {len(work)} images at {size[0]}×{size[1]}")
-            for digest, (array, error) in zip(missing, decoded):
-                if error is not None:
-                    raise HarnessError(
-                        f"{paths[missing[digest][0]]}: {error}. It changed or vanished after the dataset was "
-                        "loaded; run again."
-                    )
-                out[missing[digest]] = array
-        self._save(bundle, out)
-        name = str(bundle.relative_to(self.root))
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
-                [(h, folder, name, i) for h, i in {h: i for i, h in enumerate(hashes)}.items()],
-            )
-        self._fresh.clear()
-        self._fresh_bytes = 0
-        return out
+        with StackWriter(bundle, shape) as writer:
+            missing = self._copy_stored(writer, hashes, stored)
+            for digest in list(missing):
+                if self._from_file(writer, missing[digest], self.array_path(digest, size, policy)):
+                    del missing[digest]
+            if missing:
+                work = [(paths[rows[0]], size, policy, rows) for rows in missing.values()]
+                errors = self._parallel(partial(self._decode, writer), work,
+                                        f"decoding {len(work)} images at {size[0]}×{size[1]}")
+                for (path, *_), error in zip(work, errors):
+                    if error is not None:
+                        raise HarnessError(
+                            f"{path}: {error}. It changed or vanished after the dataset was loaded; run again."
+                        )
+            writer.commit()
+        self._index_rows(bundle, size, policy, [(i, h) for h, i in {h: i for i, h in enumerate(hashes)}.items()])
+        return open_stack(bundle, shape)
 
-    def _from_bundle(self, out: np.ndarray, i: int, found: tuple[str, int] | None, bundles: dict, shape) -> bool:
-        """Copy row ``found`` = (bundle, row) of an earlier stacked file into ``out[i]``, if it is there."""
-        if found is None:
-            return False
-        name, row = found
-        if name not in bundles:
-            try:
-                bundles[name] = np.load(self.root / name, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError):  # removed or torn: decode instead
-                bundles[name] = None
-        stacked = bundles[name]
-        if stacked is None or stacked.shape[1:] != shape[1:] or row >= len(stacked):
-            return False
-        out[i] = stacked[row]
-        return True
+    def _index_rows(self, bundle: Path, size: tuple[int, int], policy: str, rows: list[tuple[int, str]]) -> None:
+        """Record that the stacked file ``bundle`` holds the image of each (row, content hash)."""
+        folder, name = self._folder(size, policy), str(bundle.relative_to(self.root))
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+                                 [(h, folder, name, row) for row, h in rows])
+
+    def _copy_stored(self, writer: StackWriter, hashes: Sequence[str], stored: dict) -> dict[str, list[int]]:
+        """Copy the rows that earlier stacked files hold (``stored``: hash → (file, row)), a block
+        at a time; returns the rest: content hash → the rows that need it."""
+        by_file: dict[str, list[tuple[int, int]]] = {}
+        missing: dict[str, list[int]] = {}
+        for i, digest in enumerate(hashes):
+            found = stored.get(digest)
+            if found is None:
+                missing.setdefault(digest, []).append(i)
+            else:
+                by_file.setdefault(found[0], []).append((i, found[1]))
+        for name, pairs in by_file.items():
+            source = self._stack_of(self.root / name, writer.shape[1:])
+            usable = [(i, row) for i, row in pairs if source is not None and row < len(source)]
+            for start in range(0, len(usable), BLOCK_ROWS):
+                block = usable[start : start + BLOCK_ROWS]
+                writer.write_rows([i for i, _ in block], read_rows(source, [row for _, row in block]))
+            for i, _ in pairs if source is None else [p for p in pairs if p[1] >= len(source)]:
+                missing.setdefault(hashes[i], []).append(i)  # removed or torn: decode instead
+        return missing
 
     @staticmethod
-    def _from_file(out: np.ndarray, i: int, path: Path) -> bool:
+    def _stack_of(path: Path, row_shape: tuple[int, ...]) -> np.ndarray | None:
+        """An earlier stacked file of rows of ``row_shape``, mapped read-only, or None."""
         try:
-            out[i] = np.load(path, allow_pickle=False)
+            stacked = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return stacked if stacked.shape[1:] == tuple(row_shape) and stacked.dtype == np.uint8 else None
+
+    @staticmethod
+    def _from_file(writer: StackWriter, rows: list[int], path: Path) -> bool:
+        """Rows from an array saved on its own (caches written before stacked files were streamed)."""
+        try:
+            array = np.load(path, allow_pickle=False)
+            for row in rows:
+                writer.write(row, array)
             return True
         except (OSError, ValueError, EOFError):  # absent, or torn by a killed writer
             return False
 
-    def _decode(self, job: tuple[str, tuple[int, int], str]) -> tuple[np.ndarray | None, str | None]:
-        path, size, policy = job
+    def _decode(self, writer: StackWriter, job: tuple[str, tuple[int, int], str, list[int]]) -> str | None:
+        """Decode one file into its rows of ``writer``; the reason it failed, or None."""
+        path, size, policy, rows = job
         try:
-            return decode(read_bytes(path), size, policy), None
+            array = decode(read_bytes(path), size, policy)
         except UnreadableImage as exc:
-            return None, str(exc)
-
-    def _keep_fresh(self, digest: str, size: tuple[int, int], policy: str, array: np.ndarray) -> None:
-        """Keep a probe's array in memory for the next ``pixels`` (up to FRESH_BYTES), else save it."""
-        with self._lock:
-            if self._fresh_bytes + array.nbytes <= FRESH_BYTES:
-                self._fresh[(digest, size, policy)] = array
-                self._fresh_bytes += array.nbytes
-                return
-        target = self.array_path(digest, size, policy)
-        if target.parent not in self._folders:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(target.parent)
-        self._save(target, array, mkdir=False)
-
-    @staticmethod
-    def _save(target: Path, array: np.ndarray, mkdir: bool = True) -> None:
-        if mkdir:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        # atomic: a reader (another worker process too) sees the whole file or none
-        with atomic_writer(target, fsync=False) as fh:
-            np.save(fh, array, allow_pickle=False)
+            return str(exc)
+        for row in rows:
+            writer.write(row, array)
+        return None
 
     # -- parallel map with a progress bar -------------------------------------------------------
 
