@@ -41,6 +41,7 @@ BUILTIN_PLUGINS = {
     "efficientnet-lite": "harness_plugins.models.efficientnet_lite",
     "summary-report": "harness_plugins.reports.summary",
     "html-report": "harness_plugins.reports.html",
+    "mlflow": "harness_plugins.reports.mlflow",
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.config import overrides as outside
 from harness.config.messages import MISSING_KEY, fail, validate
+from harness.config.report import ReportConfig
 from harness.config.resolved import Candidate, Study
 from harness.config.schema import (
     TRAIN_KEYS,
@@ -58,6 +59,7 @@ def load_study(path: str | Path, plugins: Registries, overrides: dict[str, Any] 
     train = validate(TrainConfig, top.train, path, "train", context)
     metrics = validate(MetricsConfig, top.metrics, path, "metrics", context)
     search = validate(SearchConfig, top.search, path, "search")
+    validate(ReportConfig, top.report, path, "report")  # read by the reporters from the results folder's copy
     search.space = _space(path, search.space, "search.space")
     cand_raw = validate(list, _required(path, top.candidates, "candidates"), path, "candidates")
     if not cand_raw:

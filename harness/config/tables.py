@@ -25,6 +25,8 @@ class StudyFile(BaseModel, extra="forbid"):
     train: Any = {}
     search: Any = {}
     metrics: Any = {}
+    #: Where results go besides the results folder (see harness.config.report).
+    report: Any = {}
 
 
 class DatasetName(BaseModel, extra="ignore"):
