@@ -73,10 +73,11 @@ def test_seeds_validate_in_pairs_with_the_studies_own_settings(monkeypatch):
     assert (augment.flip, augment.rotation, augment.zoom, augment.brightness) == ("vertical", 0.25, 0.3, 0.0)
     frozen, fine_tuned = seeds["minerals_vgg16"].candidates
     assert frozen.train.fine_tune is None and fine_tuned.train.fine_tune.last == 4
-    initial, final = seeds["sports"].candidates
+    initial, final, with_dropout = seeds["sports"].candidates
     assert initial.train.learning_rate == 1e-5 and initial.train.fine_tune is None
     assert final.train.fine_tune.last == 3 and final.train.fine_tune.learning_rate == 1e-4
     assert final.train.total_epochs == 10 and final.train.preprocess == "unit" and final.params["dropout"] == 0
+    assert with_dropout.params["dropout"] == 0.5 and with_dropout.train.fine_tune == final.train.fine_tune
     gems = seeds["gems"]
     assert set(gems.dataset.params["classes"]) == GEMS_TEN and not gems.dataset.params["random_classes"]
     assert all(c.train.fine_tune is None and c.model == "vgg16" for c in gems.candidates)
