@@ -5,13 +5,16 @@ that vanished on any machine has its trial failed and retried elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
+import sqlalchemy.pool
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
@@ -26,6 +29,9 @@ HEARTBEAT_ATTR = "harness:heartbeat"
 #: Seconds a database connection attempt may take before the run says it cannot reach it.
 CONNECT_TIMEOUT_S = 10
 TABLE_CREATION_ATTEMPTS = 5
+#: The PostgreSQL advisory lock (per database) under which one process at a time creates or checks
+#: Optuna's tables: workers started together on an empty database would race to create them.
+TABLE_LOCK_KEY = 0x6861726E657373  # "harness"
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -141,20 +147,7 @@ def open_storage(
     full = database_url(url)
     engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if full.startswith("postgresql") else None
     try:
-        for attempt in range(TABLE_CREATION_ATTEMPTS):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return QuietHeartbeatRDBStorage(
-                        full, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                        grace_period=grace_period, heartbeat_stale_trial_callback=on_stale,
-                    )
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-                # Workers starting together on an empty database race to create Optuna's tables
-                # ("duplicate key", "relation already exists"); the losers find them made a moment later.
-                if attempt + 1 == TABLE_CREATION_ATTEMPTS:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
+        return _open_database(full, engine_kwargs, heartbeat_interval, grace_period, on_stale)
     except ImportError as exc:
         raise HarnessError(
             f"cannot open the storage {describe_storage(url)}: its database driver is missing ({exc}). "
@@ -166,6 +159,43 @@ def open_storage(
             f"cannot open the storage {describe_storage(url)}: {reason}. Check the URL, that the database server "
             "runs and accepts this machine, and the user's password."
         ) from None
+
+
+def _open_database(full: str, engine_kwargs, heartbeat_interval, grace_period, on_stale) -> RDBStorage:
+    """Optuna's database storage. Workers starting together on an empty database race to create its
+    tables ("duplicate key", "relation already exists"): on PostgreSQL one process at a time creates
+    or checks them; elsewhere the losers try again and find them made a moment later."""
+    for attempt in range(1, TABLE_CREATION_ATTEMPTS):
+        try:
+            return _rdb_storage(full, engine_kwargs, heartbeat_interval, grace_period, on_stale)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            time.sleep(0.5 * attempt)
+    return _rdb_storage(full, engine_kwargs, heartbeat_interval, grace_period, on_stale)
+
+
+def _rdb_storage(full: str, engine_kwargs, heartbeat_interval, grace_period, on_stale) -> RDBStorage:
+    with warnings.catch_warnings(), _one_at_a_time(full, engine_kwargs):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return QuietHeartbeatRDBStorage(
+            full, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, heartbeat_stale_trial_callback=on_stale,
+        )
+
+
+@contextlib.contextmanager
+def _one_at_a_time(full: str, engine_kwargs) -> Iterator[None]:
+    """On PostgreSQL, the block runs under the tables' advisory lock (released with its transaction,
+    or by the server when the process dies); elsewhere, as it is."""
+    if not full.startswith("postgresql"):
+        yield
+        return
+    engine = sqlalchemy.create_engine(full, poolclass=sqlalchemy.pool.NullPool, **(engine_kwargs or {}))
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": TABLE_LOCK_KEY})
+            yield
+    finally:
+        engine.dispose()
 
 
 def _open_journal(path: Path, in_results_folder: bool, heartbeat_interval, grace_period, on_stale) -> BaseStorage:
