@@ -214,12 +214,15 @@ def _protocol_lines(study, folds) -> list[str]:
 
 
 def worker(args: argparse.Namespace, call: Invocation) -> int:
-    """Join a study whose storage other machines share."""
-    from harness.workflows.run import join_study
+    """Join a study whose storage other machines share (or, with --prepare-only, create it there)."""
+    from harness.workflows.run import join_study, prepare_study
 
     study, plugins_found, data_root, _ = _study(args)
     if args.storage:  # where, not what: kept out of the overrides saved in study.toml (it may hold a password)
         study.search.storage = args.storage
+    if args.prepare_only:
+        prepare_study(study, plugins_found, args.results, data_root, call.err)
+        return EXIT_OK
     join_study(study, plugins_found, args.results, data_root, call.err, call.restartable, stop=call.stop)
     return EXIT_OK
 

@@ -85,6 +85,9 @@ def _add_worker(sub) -> None:
     worker.add_argument("--epochs", type=_positive, help="training epochs (overrides train.epochs)")
     worker.add_argument("--weights", help='"imagenet", "none" or a weights file for every candidate')
     worker.add_argument("--image-size", type=_positive, help="square image side for every candidate")
+    worker.add_argument("--prepare-only", action="store_true", help="create the study in the storage (tables, folds, "
+                        "each candidate's search) and check its data, then exit without training: run once before "
+                        "starting many workers")
 
 
 def _add_validate(sub) -> None:

@@ -194,10 +194,7 @@ def join_study(
     is taken and no trial runs elsewhere (finishing those whose worker vanished), then writes its
     results folder (every machine's folds) and the leaderboard."""
     console = console or Console(stderr=True)
-    _check_joinable(study)
-    run, storage, store = start_run(study, plugins, results_root, data_root, console)
-    (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
-    write_run_file(run, plugins, store=store)
+    run, storage, store = _enter_study(study, plugins, results_root, data_root, console)
     console.print(f"joined {study.name} on {describe_storage(study.search.storage)}; results in {run.results_dir}")
     console.print(start_backend())
     requeue_unfinished_trials(study, storage, store, every_running_trial_is_dead=False)
@@ -213,6 +210,29 @@ def join_study(
     table = write_results(run, plugins, store, failures)
     _finish(run, plugins, table)
     return table
+
+
+def prepare_study(study: Study, plugins: Plugins, results_root: Path, data_root: Path, console: Console) -> None:
+    """`harness worker --prepare-only`: create the study in its shared storage once, before the
+    workers start (Optuna's tables, the folds, the run's description, each candidate's search),
+    checking the study file and its data on the way; trains nothing."""
+    from harness.search.optuna_setup import open_candidate_study
+
+    run, storage, _ = _enter_study(study, plugins, results_root, data_root, console)
+    for candidate in study.candidates:
+        open_candidate_study(study, search_id(study, candidate), storage, plugins, candidate.name)
+    console.print(f"prepared {study.name} on {describe_storage(study.search.storage)}: "
+                  f"{len(study.candidates)} candidate search(es), folds stored; start the workers")
+
+
+def _enter_study(study: Study, plugins: Plugins, results_root: Path, data_root: Path, console: Console):
+    """The shared study opened (created the first time) with this machine's folds checked, and this
+    machine's results folder started: the run, its storage and its result store."""
+    _check_joinable(study)
+    run, storage, store = start_run(study, plugins, results_root, data_root, console)
+    (run.results_dir / "study.toml").write_text(study.effective_toml(), encoding="utf-8")
+    write_run_file(run, plugins, store=store)
+    return run, storage, store
 
 
 def _check_joinable(study: Study) -> None:
