@@ -63,6 +63,8 @@ def single_graph(models: list):
         inputs = {k: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=k) for k, t in first.input.items()}
     else:
         inputs = keras.Input(shape=first.inputs[0].shape[1:], dtype=first.inputs[0].dtype, name="image")
+    for model in models:
+        model.trainable = False  # inference only (on PyTorch, weights that need no gradient trace as constants)
     if len(models) == 1:
         return keras.Model(inputs, first(inputs), name="harness_export")
     for i, model in enumerate(models):
