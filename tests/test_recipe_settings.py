@@ -169,10 +169,6 @@ def test_fine_tuning_to_a_total_epoch_count_with_batchnorm_training(monkeypatch)
     result = fit_fold(TINY, dataset, (12, 12), {}, train, idx[::2], idx[1::2], seed=1, scored_steers=True)
     assert result.epochs_run == 3 and result.history["phase"] == ["train", "fine-tune", "fine-tune"]
     assert asked[-1]["train_batchnorm"] is True and result.warnings == []  # held-out share: no label
-    asked.clear()
-    fit_fold(TINY, dataset, (12, 12), {}, TrainConfig(epochs=1, batch_size=8, fine_tune=FineTune(epochs=1)),
-             idx[::2], idx[1::2], seed=1)
-    assert asked[-1]["train_batchnorm"] is False  # Keras's guidance by default: pretrained BN stays frozen
 
 
 def test_cnn4_valid_padding_is_the_minerals_model_2_and_cnn5_its_model_1():
@@ -224,20 +220,25 @@ def test_preprocessing_modes_and_dataset_statistics_saved_with_the_model(tmp_pat
     np.testing.assert_allclose(loaded.predict(train_images, verbose=0), model.predict(train_images, verbose=0), rtol=1e-5)
 
 
+def _tiny_application(include_top, weights, input_shape):
+    """A stand-in for a keras.applications constructor: one convolution."""
+    image = keras.Input(input_shape)
+    return keras.Model(image, keras.layers.Conv2D(2, 3)(image))
+
+
 def test_preprocessing_changes_a_pretrained_models_feature_cache_key():
-    from harness.testing.models import context_for
+    from harness.toolkit.backbones import build_pretrained
     from harness.training.features import backbone_key, split_model
 
-    spec = get_plugins().models.get("mobilenetv2")
     keys = {}
-    for mode in ("model", "symmetric", "unit"):
-        context = context_for(spec, 32)
+    for mode in ("model", "symmetric", "unit", "per_image"):
+        context = BuildContext(3, (16, 16), {"pooling": "avg", "head": [], "dropout": 0.0}, weights="none",
+                               preprocess=mode)
         keras.utils.set_random_seed(0)
-        model = spec.build(BuildContext(**{**context.__dict__, "preprocess": mode}))
-        keys[mode] = backbone_key(split_model(model)[0], (32, 32))
-        keras.backend.clear_session()
-    assert keys["model"] == keys["symmetric"]  # MobileNetV2's own input is [-1, 1]: the same features
-    assert keys["unit"] != keys["model"]
+        model = build_pretrained(context, _tiny_application, name="tiny", preprocessing="tf", minimum=8)
+        keys[mode] = backbone_key(split_model(model)[0], (16, 16))
+    assert keys["model"] == keys["symmetric"]  # the model's own input is [-1, 1]: the same features
+    assert len({keys["model"], keys["unit"], keys["per_image"]}) == 3
 
 
 def test_augmentation_probability_per_transform():
