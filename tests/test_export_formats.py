@@ -95,3 +95,30 @@ def test_a_model_with_an_extra_input_converts_to_onnx_and_litert_without_its_ker
     for found in (OnnxModel(tmp_path / "model.onnx")(inputs, 5), litert_probabilities(tmp_path / "model.tflite", inputs)):
         assert np.abs(found - expected).max() < 1e-4
     assert all(e["parity"]["checked"] and e["parity"]["max_abs_difference"] < 1e-4 for e in entries.values())
+
+
+def test_every_preprocessing_mode_is_inside_the_exported_files(tmp_path):
+    """The model's output is what each ``Preprocess`` mode makes of the pixels, side by side: the
+    converted files must compute every mode as Keras does (a mode lost or changed in conversion
+    shows here, not hidden behind a softmax)."""
+    needs_onnx_export()
+    import keras
+
+    from harness.toolkit.backbones import PREPROCESSING, Preprocess
+
+    image = keras.Input(shape=(6, 6, 3), name="image")
+    layers = [Preprocess(mode, name=f"preprocess_{mode}") for mode in PREPROCESSING]
+    out = keras.layers.Concatenate()([keras.layers.Flatten()(layer(image)) for layer in layers])
+    model = keras.Model(image, keras.layers.Rescaling(1 / 255)(out))
+    for layer in layers:
+        if layer.mode == "dataset":  # the training fold's statistics, saved with the model
+            layer.mean.assign([120.0, 110.0, 100.0])
+            layer.std.assign([60.0, 50.0, 40.0])
+    model.save(tmp_path / "model.keras")
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 6, 6, 3)).astype("uint8")
+    entries = write_formats(tmp_path, ["model.keras"], ["keras", "onnx", "litert"], pixels, Console(quiet=True))
+    expected = np.asarray(model(pixels.astype("float32")))
+    assert expected.shape == (4, 6 * 6 * 3 * len(PREPROCESSING)) and np.ptp(expected) > 0.5
+    for found in (OnnxModel(tmp_path / "model.onnx")(pixels, 4), litert_probabilities(tmp_path / "model.tflite", pixels)):
+        assert np.abs(found - expected).max() < 1e-4
+    assert entries["onnx"]["parity"]["max_abs_difference"] < 1e-4 and (tmp_path / "model.keras").is_file()
