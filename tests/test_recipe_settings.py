@@ -285,3 +285,14 @@ def test_the_scored_fold_steers_cross_validation_never_the_locked_test_set(tmp_p
     assert refits and all(set(stop) < set(rows) and not set(stop) & test for stop, rows in refits)
     board = pd.read_csv(results / "leaderboard.csv")
     assert board["warnings"].str.contains("steered by its scored fold").all()
+
+
+def test_a_model_that_ignores_the_preprocessing_setting_is_a_clear_error():
+    from harness import HarnessError
+    from harness.training.build import build_model
+
+    context = BuildContext(2, (12, 12), {}, weights="none", preprocess="unit")
+    with pytest.raises(HarnessError, match="does not take \\[train\\] preprocess = \"unit\""):
+        build_model(TINY, context)
+    cnn4 = get_plugins().models.get("cnn4")
+    build_model(cnn4, BuildContext(2, (16, 16), dict(cnn4.params, filters=[4], top_filters=4), preprocess="unit"))

@@ -137,7 +137,20 @@ def build_model(spec: ModelSpec, context: BuildContext):
         raise HarnessError(
             f"model '{spec.name}' outputs {shape}; expected one output of {context.num_classes} class probabilities."
         )
+    if context.preprocess != "model":
+        from harness.toolkit.backbones import Preprocess, STUDY_MODES
+
+        mode = STUDY_MODES.get(context.preprocess, context.preprocess)
+        if not any(isinstance(layer, Preprocess) and layer.mode == mode for layer in _layers(model)):
+            raise HarnessError(
+                f"model '{spec.name}' does not take [train] preprocess = \"{context.preprocess}\" (its build ignores "
+                'BuildContext.preprocess); remove it from this candidate or use preprocess = "model".'
+            )
     return model
+
+
+def _layers(model) -> list:
+    return [inner for layer in model.layers for inner in (layer, *_layers(layer))] if hasattr(model, "layers") else []
 
 
 def prepare_model(spec: ModelSpec, context: BuildContext, train: TrainConfig, augment: bool = True):
