@@ -10,10 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas costs ~1 s and 75 MiB at import: predict and serve on ONNX never need it
+    import pandas as pd
 
 #: Marks a parameter a study file must set (a default of REQUIRED in a params mapping).
 REQUIRED = object()
@@ -312,4 +314,6 @@ class Leaderboard:
             for name, summary in row.metrics.items():
                 item[f"{name}_mean"], item[f"{name}_std"] = summary.mean, summary.std
             flat.append(item)
+        import pandas as pd
+
         return pd.DataFrame(flat)
