@@ -76,6 +76,8 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HARNESS_BLOCK_PLUGINS", raising=False)
     monkeypatch.delenv("HARNESS_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    # A developer's own tracking server never receives the tests' studies (tests/test_mlflow.py starts one).
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 def headless_chromium():

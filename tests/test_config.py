@@ -150,7 +150,7 @@ _HEAD = tiny_study_text().split("[[candidates]]")[0]
 EXACT_MESSAGES = {
     "top-level key": (
         _replace("[search]", "[serch]"),
-        "serch: unknown key 'serch'. Did you mean 'search'? Allowed here: study, dataset, candidates, cv, train, search, metrics.",
+        "serch: unknown key 'serch'. Did you mean 'search'? Allowed here: study, dataset, candidates, cv, train, search, metrics, report.",
     ),
     "table that is no table": ("study = 3\n" + _HEAD.replace('[study]\nname = "tiny"\nseed = 7\n', ""), "study: expected a table, got 3."),
     "missing table": ("[[candidates]]\nmodel = 'cnn5'\n", "dataset: missing key; this key is required."),

@@ -15,7 +15,8 @@ PLUGINS = get_plugins()
 #: Parameters the built-in datasets need on the fixture layouts (tests/fixtures/image_layouts.py).
 FIXTURE_PARAMS = {"folder": {"root": "rocks"}, "sports": {"root": "sports15"}}
 BUILT_IN = {spec.name for spec in PLUGINS.datasets if PLUGINS.source(PLUGINS.datasets.owner(spec.name)) == "built-in"}
-REPORTERS = [impl.plugin_name for impl in PLUGINS.hook.on_study_end.get_hookimpls()]
+#: Reporters that write files into the results folder (mlflow sends to its server: tests/test_mlflow.py).
+REPORTERS = [impl.plugin_name for impl in PLUGINS.hook.on_study_end.get_hookimpls() if impl.plugin_name != "mlflow"]
 
 
 @pytest.fixture(scope="module")
