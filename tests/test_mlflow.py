@@ -177,3 +177,14 @@ def test_a_study_shows_up_nested_and_a_rerun_adds_to_the_same_runs(server, tmp_p
 
 def _runs(client, experiment: str) -> list:
     return list(client.search_runs([experiment], max_results=1000))
+
+
+def test_a_password_in_the_tracking_uri_is_refused_in_one_line(tmp_path):
+    """The study file is copied into the results folder and sent as an artifact: no secret may ride in it."""
+    path = tmp_path / "secret.toml"
+    path.write_text(tiny_study_text() + '\n[report]\nmlflow = { tracking_uri = "http://me:hunter2@host:5000" }\n')
+    with pytest.raises(HarnessError, match=r"report\.mlflow\.tracking_uri: .*MLFLOW_TRACKING_PASSWORD") as err:
+        load_study(path, get_plugins())
+    assert "\n" not in str(err.value)
+    path.write_text(tiny_study_text() + '\n[report]\nmlflow = { tracking_uri = "http://me@host:5000" }\n')
+    load_study(path, get_plugins())
