@@ -52,7 +52,9 @@ OTHER_BACKENDS = {"jax": "pip install -e '.[jax]'", "torch": "pip install -e '.[
 #: JAX compiles every new model, in every process, with XLA. On this CPU the keras-tuner tests and
 #: the contract's ~45 application builds took most of the model tests' time under JAX, so under JAX
 #: these run only with HARNESS_SLOW_TESTS=1 (HARNESS_SLOW_TESTS=1 also adds the run machinery's modules).
-SLOW_UNDER_JAX = {"test_models_contract.py", "test_tuner_engine.py"}
+#: The boundary cache's tests (2 min under JAX) run under PyTorch, whose non-TensorFlow code paths
+#: JAX shares (the cut, the kept top part and its fit are plain Keras).
+SLOW_UNDER_JAX = {"test_models_contract.py", "test_tuner_engine.py", "test_boundary_cache.py"}
 RUN_MACHINERY_MODULES = ["test_end_to_end.py", "test_workers.py"]
 
 
