@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +249,16 @@ def test_feature_pass_matches_predict_and_with_tensorflow_is_traced_once_not_pre
         assert gone() is None, "the traced pass keeps its model alive"
     else:
         assert len(predicts) == 4
+
+
+def test_views_of_another_augmentation_are_never_reused(plugins, tmp_path):
+    """Stored views belong to the augmentation that made them: a changed [train.augment] computes its own."""
+    dataset = _dataset(plugins, tmp_path)
+    first = TrainConfig(epochs=1, batch_size=8, weights="none", augment=Augment(flip="horizontal"), views=1)
+    _fit(plugins, dataset, first, FeatureCache(tmp_path / "cache"))
+    other = FeatureCache(tmp_path / "cache")
+    _fit(plugins, dataset, replace(first, augment=Augment(rotation=0.2)), other)
+    assert other.computed == len(_split(len(dataset.labels))[0])  # the new views; the plain features are reused
+    again = FeatureCache(tmp_path / "cache")
+    _fit(plugins, dataset, first, again)
+    assert again.computed == 0

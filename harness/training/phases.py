@@ -3,7 +3,10 @@ and the top part's from the boundary cache (fine-tuning), or why a phase runs en
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from typing import Any, NamedTuple
 
 from harness.config.study import TrainConfig
@@ -50,8 +53,10 @@ def feature_phase(fold: Fold, split: FrozenSplit) -> tuple[Callable, list | None
     make_augmenter = _augmenter_maker(train)
     fit_ids = [ids[i] for i in fit_idx]
 
+    views_key = augmented_key(key, train)
+
     def view(number: int):
-        return cache.features(extractor, key, images[fit_idx], fit_ids, number, make_augmenter, batch_size, forward_pass)
+        return cache.features(extractor, views_key, images[fit_idx], fit_ids, number, make_augmenter, batch_size, forward_pass)
 
     return inputs, _training_views(view, extras, fold)
 
@@ -90,9 +95,10 @@ def boundary_phase(fold: Fold, kept: FrozenSplit | None, model, base, start: int
     if not _augmenting(train):
         return TopPhase(split.top, inputs, None)
     make_augmenter, fit_images = _augmenter_maker(train), images[fold.fit_idx]
+    views_split = replace(split, key=augmented_key(split.key, train))
 
     def view(number: int):
-        return boundary_cache.rows(split, fit_images, fit_ids, number, make_augmenter, batch_size, forward_pass)
+        return boundary_cache.rows(views_split, fit_images, fit_ids, number, make_augmenter, batch_size, forward_pass)
 
     return TopPhase(split.top, inputs, _training_views(view, extras, fold))
 
@@ -165,6 +171,13 @@ def _training_views(view: Callable[[int], Any], extras: list, fold: Fold) -> lis
         computed = view(number)
         views.append([computed, *(e[fold.fit_idx] for e in extras)] if extras else computed)
     return views
+
+
+def augmented_key(key: str, train: TrainConfig) -> str:
+    """The cache key of augmented views: what makes the images (``key``) and how they are augmented,
+    so a changed [train.augment] never reuses another augmentation's stored views."""
+    settings = json.dumps(asdict(train.augment), sort_keys=True, default=str)
+    return f"{key}-aug{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
 def _augmenter_maker(train: TrainConfig) -> Callable:
