@@ -74,7 +74,8 @@ def build_problems(study: Study, plugins: Plugins, dataset: Dataset) -> dict[str
             if not backend_started:
                 start_backend()
                 backend_started = True
-            context = BuildContext(len(dataset.classes), cand.image_size, dict(cand.params), extra, cand.train.weights)
+            context = BuildContext(len(dataset.classes), cand.image_size, dict(cand.params), extra, cand.train.weights,
+                                   preprocess=cand.train.preprocess)
             prepare_model(spec, context, cand.train)
         except HarnessError as exc:
             problems[cand.name] = str(exc)
