@@ -29,6 +29,8 @@ def run(script: str, *args: str, timeout: int = 120) -> subprocess.CompletedProc
         ("pretrained_benchmark.py", ["--data", "/no/such/datasets"], "no folder /no/such/datasets/sports15"),
         ("decode_benchmark.py", ["--data", "/no/such/minerals"], "no folder /no/such/minerals"),
         ("throughput_benchmark.py", ["--models", "resnet5"], "unknown model 'resnet5'"),
+        ("scale_benchmark.py", ["--work", str(BENCHMARKS / "scratch")], "inside the repository"),
+        ("scale_benchmark.py", ["--sizes", "30", "--classes", "10"], "at least 5 images per class"),
     ],
 )
 def test_a_benchmark_given_bad_input_says_what_and_stops(script, args, message):
@@ -59,3 +61,13 @@ def test_head_step_benchmark_prints_each_variant():
         assert variant in result.stdout
     assert "64 rows × 1280 features → Dense 256 → 4, batch 32 (2 steps per epoch)" in result.stdout
     assert "per-step cost beyond the arithmetic" in result.stdout
+
+
+def test_scale_benchmark_measures_each_size_in_a_child_and_fits_the_growth(tmp_path):
+    work, plot = tmp_path / "work", tmp_path / "scale.png"
+    result = run("scale_benchmark.py", "--sizes", "20", "40", "--classes", "2", "--side", "16", "--steps", "load",
+                 "--work", str(work), "--plot", str(plot))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| 20 |" in result.stdout and "| 40 |" in result.stdout and "load + audit peak MB" in result.stdout
+    assert "growth exponent, load + audit time:" in result.stdout and "appends" not in result.stdout
+    assert plot.stat().st_size > 0 and not work.exists()  # the generated images are removed
