@@ -166,7 +166,7 @@ def test_fine_tuning_to_a_total_epoch_count_with_batchnorm_training(monkeypatch)
     dataset, idx = _dataset(), np.arange(18)
     train = TrainConfig(epochs=1, batch_size=8, keep_best={"monitor": "val_loss"},
                         fine_tune=FineTune(total_epochs=3, batchnorm_trainable=True))
-    result = fit_fold(TINY, dataset, (12, 12), {}, train, idx[::2], idx[1::2], seed=1, scored_steers=True)
+    result = fit_fold(TINY, dataset, (12, 12), {}, train, idx[::2], idx[1::2], seed=1, steer_idx=idx[1::2])
     assert result.epochs_run == 3 and result.history["phase"] == ["train", "fine-tune", "fine-tune"]
     assert asked[-1]["train_batchnorm"] is True and result.warnings == []  # held-out share: no label
 
@@ -256,8 +256,10 @@ def test_augmentation_probability_per_transform():
     assert again.probability == 0.5 and isinstance(again.layer, keras.Sequential)
 
 
-def test_the_scored_fold_steers_cross_validation_never_the_locked_test_set(tmp_path, monkeypatch):
-    """The study's way, labelled: each fold's scored rows steer it; the test set's fit holds a share out."""
+@pytest.mark.parametrize("test_model", ["refit", "folds"])
+def test_the_scored_fold_steers_cross_validation_never_the_locked_test_set(tmp_path, monkeypatch, test_model):
+    """The study's way, labelled: each fold's scored rows steer it; the test set's refit holds a share
+    out, and its fold models are steered as their search's were (by their validation rows)."""
     import pandas as pd
 
     from harness.training import fold as fold_module
@@ -274,15 +276,19 @@ def test_the_scored_fold_steers_cross_validation_never_the_locked_test_set(tmp_p
     recipe = 'epochs = 1\njit_compile = false\nvalidation_data = "scored_fold"\nkeep_best = { monitor = "val_accuracy" }'
     text = _study(tmp_path, recipe).read_text().replace("trials = 2", "trials = 1").replace("epochs = 2\n", "")
     path = tmp_path / "study.toml"
-    path.write_text(text.replace("folds = 2", "folds = 2\ntest = { fraction = 0.25 }"))
+    path.write_text(text.replace("folds = 2", f'folds = 2\ntest = {{ fraction = 0.25, model = "{test_model}" }}'))
     assert main(["run", str(path), "--results", str(tmp_path / "r")]) == 0
     results = tmp_path / "r" / "tiny"
     parts = pd.read_csv(results / "folds.csv")["part"].to_numpy()
     test = set(np.flatnonzero(parts == "test"))
     scored = [(s, stop) for s, stop, _ in plans if s is not None]
-    assert len(scored) == 2 and all(list(s) == list(stop) and not set(s) & test for s, stop in scored)
+    assert all(list(s) == list(stop) and not set(s) & test for s, stop in scored)
     refits = [(stop, rows) for s, stop, rows in plans if s is None]
-    assert refits and all(set(stop) < set(rows) and not set(stop) & test for stop, rows in refits)
+    assert not set().union(*(set(rows) for _, _, rows in plans)) & test  # no fit trains on a test row
+    if test_model == "refit":
+        assert len(scored) == 2 and refits and all(set(stop) < set(rows) and not set(stop) & test for stop, rows in refits)
+    else:  # the two CV folds, then the same two folds' models for the test set, steered alike
+        assert len(scored) == 4 and [list(s) for s, _ in scored[:2]] == [list(s) for s, _ in scored[2:]]
     board = pd.read_csv(results / "leaderboard.csv")
     assert board["warnings"].str.contains("steered by its scored fold").all()
 

@@ -114,17 +114,18 @@ def _score(target: FinalScore, selection, folds, stop: StopToken) -> tuple[TestR
     beat = _beat(target, stop)
     started = time.perf_counter()
     if study.cv.test_model == "refit":
-        fits = [(target.train_idx, fold_seed(study.seed, selection.config_id, -1, -1))]
-    else:
-        fits = [(fold_indices(folds, 0, fold)[0], fold_seed(study.seed, selection.config_id, 0, fold))
+        fits = [(target.train_idx, None, fold_seed(study.seed, selection.config_id, -1, -1))]
+    else:  # each fold's model as its search trained it: its validation rows steer it where the study says so
+        fits = [(*fold_indices(folds, 0, fold), fold_seed(study.seed, selection.config_id, 0, fold))
                 for fold in range(study.cv.folds)]
     probabilities = np.zeros((len(target.test_idx), len(dataset.classes)))
     keep = _refit_file(target, selection.config_id) if study.cv.test_model == "refit" else None
-    for train_idx, seed in fits:
+    for train_idx, steer_idx, seed in fits:
         partial = None if keep is None else keep.with_name(f".{keep.stem}.{os.getpid()}.partial.keras")
         try:
             result = fit_fold(spec, dataset, candidate.image_size, params, train, train_idx, target.test_idx,
-                              seed=seed, cache=run.features, on_epoch=beat, save_model=partial)
+                              seed=seed, cache=run.features, on_epoch=beat, save_model=partial,
+                              steer_idx=steer_idx)
             if partial is not None:
                 os.replace(partial, keep)  # whole or absent
         finally:

@@ -117,7 +117,7 @@ def _run_fold(trial: TrialContext, repeat: int, fold: int) -> FoldRecord:
         seed=fold_seed(study.seed, trial.config, repeat, fold), cache=trial.run.features, on_epoch=on_epoch,
         keeper=trial.keeper, tensorboard=fold_logdir(
             train, trial.run.results_dir, trial.candidate.name, trial.search, trial.number, repeat, study.cv.repeats, fold
-        ), scored_steers=True,
+        ), steer_idx=val_idx,
     )
     metrics = fold_metrics(dataset.labels[val_idx], result.probabilities, study.metrics.top_k, trial.extra_metrics)
     settings = params_without_defaults(trial.params) | {

@@ -77,14 +77,15 @@ def fit_fold(
     *,
     keeper: ModelKeeper | None = None,
     tensorboard: str | os.PathLike | None = None,
-    scored_steers: bool = False,
+    steer_idx: np.ndarray | None = None,
 ) -> FoldResult:
     """Build, fit on ``train_idx`` (one or two phases) and predict ``val_idx`` (may be empty).
     ``save_model``: also save the trained model, without augmentation layers, as a ``.keras`` file.
     ``keeper``: where the model is kept between folds (see ``ModelKeeper``); by default the
     cache's own, and with no cache none is kept. ``tensorboard``: a folder for the fold's TensorBoard
-    event file (see harness.training.tensorboard). ``scored_steers``: ``val_idx`` are a fold's scored
-    rows, which steer training under validation_data = "scored_fold" (never a locked test set's).
+    event file (see harness.training.tensorboard). ``steer_idx``: the rows that steer training under
+    validation_data = "scored_fold": a CV fold's scored rows (``val_idx``), or, for a locked test
+    set's fold models, the fold's validation rows; never a test row.
 
     Runs under the study's precision policy; out of accelerator memory, it retries the fold with
     half the batch size, down to 1.
@@ -99,7 +100,7 @@ def fit_fold(
             try:
                 return _fit_fold(
                     spec, dataset, image_size, params, replace(train, batch_size=batch_size),
-                    train_idx, val_idx, seed, on_epoch, cache, save_model, keeper, tensorboard, scored_steers,
+                    train_idx, val_idx, seed, on_epoch, cache, save_model, keeper, tensorboard, steer_idx,
                 )
             except Exception as exc:
                 keeper.forget()  # a fold that failed part-way may leave it in any state
@@ -141,10 +142,10 @@ def release_device_memory() -> None:
 
 
 def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch, cache,
-              save_model=None, keeper=None, tensorboard=None, scored_steers=False) -> FoldResult:
+              save_model=None, keeper=None, tensorboard=None, steer_idx=None) -> FoldResult:
     """One try of ``fit_fold`` at ``train``'s batch size."""
     fold = Fold.plan(spec, dataset, image_size, params, train, train_idx, seed,
-                     scored_idx=val_idx if scored_steers else None, on_epoch=on_epoch, cache=cache,
+                     scored_idx=steer_idx, on_epoch=on_epoch, cache=cache,
                      keeper=keeper or ModelKeeper(), tensorboard=tensorboard)
     model, base, split = fold.keeper.model_for_fold(spec, fold.context, train, seed, cached_phase_possible(cache, train))
     if train.preprocess == "dataset":

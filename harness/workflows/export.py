@@ -182,11 +182,13 @@ def _fit_models(choice: _Choice, spec, dataset, folds: pd.DataFrame, rows: np.nd
         return ["model.keras"]
     models = []
     for fold in range(n_folds):
-        train_idx, _ = fold_indices(folds, 0, fold)  # never a test or unused row
+        train_idx, val_idx = fold_indices(folds, 0, fold)  # never a test or unused row
         name = f"fold-{fold}.keras"
         console.print(f"training fold {fold + 1} of {n_folds} of {chosen.name}…")
+        # The fold's model as its search trained it (validation_data = "scored_fold": its rows steered it).
         fit_fold(spec, dataset, chosen.image_size, choice.params, choice.train, train_idx, no_validation,
-                 seed=fold_seed(choice.study.seed, config_id, 0, fold), cache=cache, save_model=staging / name)
+                 seed=fold_seed(choice.study.seed, config_id, 0, fold), cache=cache, save_model=staging / name,
+                 steer_idx=val_idx)
         models.append(name)
     return models
 
