@@ -302,3 +302,23 @@ def test_a_model_that_ignores_the_preprocessing_setting_is_a_clear_error():
         build_model(TINY, context)
     cnn4 = get_plugins().models.get("cnn4")
     build_model(cnn4, BuildContext(2, (16, 16), dict(cnn4.params, filters=[4], top_filters=4), preprocess="unit"))
+
+
+def test_quick_epochs_shorten_a_fine_tuning_to_a_total_and_the_saved_study_loads_back(tmp_path):
+    """--epochs 2 on a study that trains 50 epochs, then fine-tunes on to epoch 60: 2 + 2 epochs, and the
+    results folder's study.toml (what export, report and heat maps read) is a valid study file."""
+    import tomli_w
+
+    from harness.config.study import load_study
+
+    path = _study(tmp_path, "[train.fine_tune]\ntotal_epochs = 60\nlast = 2\n").read_text()
+    path = path.replace("epochs = 2\n", "epochs = 50\n", 1)
+    study_file = tmp_path / "ft.toml"
+    study_file.write_text(path)
+    study = load_study(study_file, get_plugins(), {"epochs": 2})
+    train = study.candidates[0].train
+    assert (train.epochs, train.fine_tune.total_epochs, train.total_epochs) == (2, 4, 4)
+    saved = tmp_path / "saved.toml"
+    saved.write_text(tomli_w.dumps(study.effective_raw()))
+    again = load_study(saved, get_plugins())
+    assert (again.candidates[0].train.epochs, again.candidates[0].train.fine_tune.total_epochs) == (2, 4)

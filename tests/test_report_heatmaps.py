@@ -120,7 +120,7 @@ def test_the_heat_maps_load_in_headless_chromium(demo_results):
 def test_the_test_sets_refit_is_saved_where_the_report_looks(tmp_path, monkeypatch, outer):
     saved = []
 
-    def fit(spec, dataset, size, params, train, train_idx, val_idx, seed, cache=None, on_epoch=None, save_model=None):
+    def fit(spec, dataset, size, params, train, train_idx, val_idx, seed, cache=None, on_epoch=None, save_model=None, **_):
         saved.append((seed, save_model))
         if save_model is not None:
             Path(save_model).write_text("a model")

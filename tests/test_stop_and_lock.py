@@ -95,7 +95,7 @@ def test_one_model_keeper_serves_every_fold_of_a_search_process(tmp_path, monkey
     keepers = []
 
     def fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed, on_epoch=None, cache=None,
-                 keeper=None):
+                 keeper=None, **_):
         keepers.append(keeper)
         return FoldResult(np.full((len(val_idx), len(dataset.classes)), 1 / len(dataset.classes)), 0.01, 1)
 

@@ -61,11 +61,20 @@ def apply(
         if image_size is not None:
             candidate.image_size = image_size
         if "epochs" in values:
-            candidate.train.epochs = values["epochs"]
-            if candidate.train.fine_tune is not None:
-                candidate.train.fine_tune.epochs = min(candidate.train.fine_tune.epochs, values["epochs"])
+            before, candidate.train.epochs = candidate.train.epochs, values["epochs"]
+            fine_tune = candidate.train.fine_tune
+            if fine_tune is not None and fine_tune.total_epochs is not None:
+                fine_tune.total_epochs = shortened_total(fine_tune.total_epochs, before, values["epochs"])
+            elif fine_tune is not None:
+                fine_tune.epochs = min(fine_tune.epochs, values["epochs"])
         if "weights" in values:
             candidate.train.weights = values["weights"]
+
+
+def shortened_total(total: int, epochs_before: int, epochs: int) -> int:
+    """``fine_tune.total_epochs`` under ``--epochs``: the first phase's new count, then the fine-tuning
+    phase's own length, capped by ``epochs`` as a fine-tuning phase's ``epochs`` is."""
+    return epochs + max(1, min(total - epochs_before, epochs))
 
 
 def written_into(raw: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -81,12 +90,17 @@ def written_into(raw: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> d
     if "trials" in values:
         raw.setdefault("search", {})["trials"] = values["trials"]
     if "epochs" in values:
+        study_epochs = raw["train"].get("epochs", TrainConfig.__dataclass_fields__["epochs"].default)
         for i, table in enumerate(tables):
+            before = table.get("epochs", study_epochs)
             if i == 0 or "epochs" in table:
                 table["epochs"] = values["epochs"]
             if table.get("fine_tune") is True:
                 table["fine_tune"] = {}
-            if isinstance(table.get("fine_tune"), dict):
+            if isinstance(table.get("fine_tune"), dict) and "total_epochs" in table["fine_tune"]:
+                fine_tune = table["fine_tune"]
+                fine_tune["total_epochs"] = shortened_total(fine_tune["total_epochs"], before, values["epochs"])
+            elif isinstance(table.get("fine_tune"), dict):
                 fine_tune = table["fine_tune"]
                 fine_tune["epochs"] = min(fine_tune.get("epochs", FineTune().epochs), values["epochs"])
     if "weights" in values:
