@@ -65,6 +65,7 @@ def test_seeds_validate_in_pairs_with_the_studies_own_settings(monkeypatch):
     assert (model1.train.learning_rate, model1.train.decay, model1.train.batch_size) == (1e-4, 1e-5, 24)
     assert model1.train.keep_best.monitor == "val_loss" and model1.train.early_stopping is None
     cv1 = seeds["minerals_model1"].cv  # 72/18/10: the 10 % first, the model the 18 % steered scored on it
+    assert (model1.params["padding"], model1.params["pool_padding"]) == ("same", "valid")  # Flatten 1,440
     assert model1.image_size == (400, 321) and (cv1.ratios, cv1.test_fraction, cv1.test_model) == ([0.8, 0.2], 0.1, "folds")
     model2, model21 = seeds["minerals_model2"].candidates
     assert model2.params["padding"] == model21.params["padding"] == "valid"
