@@ -291,6 +291,8 @@ def test_the_scored_fold_steers_cross_validation_never_the_locked_test_set(tmp_p
         assert len(scored) == 4 and [list(s) for s, _ in scored[:2]] == [list(s) for s, _ in scored[2:]]
     board = pd.read_csv(results / "leaderboard.csv")
     assert board["warnings"].str.contains("steered by its scored fold").all()
+    assert not board["warnings"].str.contains("learned nothing").any()
+    assert "learned nothing" not in (results / "report.md").read_text()  # a label, not a failure
 
 
 def test_a_model_that_ignores_the_preprocessing_setting_is_a_clear_error():
@@ -322,3 +324,16 @@ def test_quick_epochs_shorten_a_fine_tuning_to_a_total_and_the_saved_study_loads
     saved.write_text(tomli_w.dumps(study.effective_raw()))
     again = load_study(saved, get_plugins())
     assert (again.candidates[0].train.epochs, again.candidates[0].train.fine_tune.total_epochs) == (2, 4)
+
+
+def test_fold_findings_count_each_kind_and_only_dead_folds_count_as_learning_nothing():
+    from types import SimpleNamespace
+
+    from harness.evaluation.scores import dead_warnings, folds_findings
+
+    steered = "steered by its scored fold (the study's way)"
+    records = [SimpleNamespace(warnings=[steered]), SimpleNamespace(warnings=["learned nothing: always class 0", steered]),
+               SimpleNamespace(warnings=[steered, "learned nothing: uniform"])]
+    assert folds_findings(records) == f"3 of 3 folds {steered}; 2 of 3 folds learned nothing: always class 0"
+    assert dead_warnings(records[2].warnings) == ["learned nothing: uniform"] and dead_warnings([steered]) == []
+    assert folds_findings([SimpleNamespace(warnings=[])]) == ""

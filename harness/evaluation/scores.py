@@ -37,6 +37,27 @@ def learned_nothing(y_prob: np.ndarray) -> str | None:
     return f"the same probabilities for every image (always class {int(y_prob[0].argmax())})"
 
 
+#: How a fold record's warning that its model learned nothing begins (see ``learned_nothing``).
+LEARNED_NOTHING = "learned nothing"
+
+
+def dead_warnings(warnings: list[str]) -> list[str]:
+    """The warnings of one fold record that say its model learned nothing (others, such as the
+    scored fold steering it, are labels of how it was trained, not failures)."""
+    return [w for w in warnings if w.startswith(LEARNED_NOTHING)]
+
+
+def folds_findings(records: list) -> str:
+    """Each kind of warning on these fold records once, with how many folds carry it: "2 of 5 folds
+    learned nothing: …; 5 of 5 folds steered by …"."""
+    counted: dict[str, list] = {}
+    for record in records:
+        for warning in dict.fromkeys(record.warnings):
+            kind = LEARNED_NOTHING if warning.startswith(LEARNED_NOTHING) else warning
+            counted.setdefault(kind, [0, warning])[0] += 1
+    return "; ".join(f"{n} of {len(records)} folds {first}" for n, first in counted.values())
+
+
 def fold_metrics(
     y_true: np.ndarray, y_prob: np.ndarray, top_k: list[int], extra: list[MetricSpec] = ()
 ) -> dict[str, float]:

@@ -6,6 +6,8 @@
   failure) and warnings.
 - ``tells_models_apart(metric, info) -> bool``: False for a metric that is the same for every model
   (top-k accuracy with k at or above the number of classes), which reports leave out.
+- ``dead_warnings(warnings) -> list[str]``: those of a fold record's warnings that say its model
+  learned nothing (the others label how it was trained, e.g. steered by its scored fold).
 - ``read_records(path) -> list[FoldRecord]``: a results folder's fold records, from
   ``results_dir / RECORDS_FILE``; damaged lines are skipped.
 - ``write_html_report(results_dir, thumbnails=None, audit=None) -> Path``: the evidence page,
@@ -22,13 +24,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from harness.evaluation.scores import dead_warnings
 from harness.reports.leaderboard import build_leaderboard, tells_models_apart, to_markdown
 from harness.results.records import RECORDS_FILE, read_records
 
 #: Names loaded on first use, by the module that holds them.
 LAZY = {"write_html_report": "harness.reports.html", "confidence_markdown": "harness.reports.confidence"}
 
-__all__ = ["RECORDS_FILE", "build_leaderboard", "read_records", "tells_models_apart", "to_markdown", *LAZY]
+__all__ = ["RECORDS_FILE", "build_leaderboard", "dead_warnings", "read_records", "tells_models_apart", "to_markdown", *LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ from rich.table import Table
 from harness.errors import HarnessError
 from harness.results.records import RECORDS_FILE, load_records, skipped_lines_note
 from harness.results.layout import RUN_FILE
+from harness.evaluation.scores import folds_findings
 from harness.evaluation.stats import corrected_interval, corrected_paired_test
 from harness.reports.final_columns import add_final_columns, final_cells
 
@@ -116,8 +117,7 @@ def _candidate_row(cand: dict, mine: list, info: dict, metrics: list[str]) -> tu
     row["best_params"] = json.dumps(best_records[0].tuned, sort_keys=True)
     row["config"] = json.dumps(best_records[0].params, sort_keys=True)
     row["base"] = base_setting(best_records[0].params)
-    dead = [r for r in best_records if r.warnings]
-    row["warnings"] = f"{len(dead)} of {len(best_records)} folds {dead[0].warnings[0]}" if dead else ""
+    row["warnings"] = folds_findings(best_records)
     scores = {(r.repeat, r.fold): r.metrics[objective] for r in best_records}
     ratio = float(np.mean([r.val_size / max(r.train_size, 1) for r in best_records]))
     low, high = corrected_interval(list(scores.values()), ratio)

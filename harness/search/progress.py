@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.config.study import Candidate, Study
+from harness.evaluation.scores import dead_warnings
 from harness.specs import FoldRecord
 
 
@@ -50,11 +51,11 @@ def trial_line(console: Console, label: str, candidate: Candidate, number: int, 
         f"{label}{candidate.name} trial {number} {state}: {study.metrics.objective} {value:.3f}{spread} "
         f"over {len(records)} fold(s) [dim]({shown})[/]"
     )
-    flagged = [r for r in records if r.warnings and r.warnings[0].startswith("learned nothing")]
+    flagged = [r for r in records if dead_warnings(r.warnings)]
     if flagged:
         console.print(
             f"[yellow]warning:[/] {label}{escape(candidate.name)} trial {number}: {len(flagged)} of {len(records)} "
-            f"fold(s) {escape(flagged[0].warnings[0])}. Its score is no evidence of learning: check the learning "
+            f"fold(s) {escape(dead_warnings(flagged[0].warnings)[0])}. Its score is no evidence of learning: check the learning "
             "rate, the weights and freeze_base."
         )
 

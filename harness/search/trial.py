@@ -14,7 +14,7 @@ from harness.config.recipe import params_without_defaults
 from harness.config.study import Candidate, TrainConfig
 from harness.core.stop import StopToken
 from harness.data.folds import fold_indices
-from harness.evaluation.scores import fold_metrics, learned_nothing
+from harness.evaluation.scores import LEARNED_NOTHING, fold_metrics, learned_nothing
 from harness.plugins import Plugins
 from harness.search.context import RunContext, run_info
 from harness.search.ids import fold_seed
@@ -130,7 +130,7 @@ def _run_fold(trial: TrialContext, repeat: int, fold: int) -> FoldRecord:
         candidate=trial.candidate.name, search_id=trial.search, config_id=trial.config, trial=trial.number,
         repeat=repeat, fold=fold, params=settings, tuned=dict(trial.sampled), metrics=metrics,
         fit_seconds=round(result.fit_seconds, 3), epochs_run=result.epochs_run, train_size=len(train_idx),
-        val_size=len(val_idx), warnings=([f"learned nothing: {dead}"] if dead else []) + result.warnings,
+        val_size=len(val_idx), warnings=([f"{LEARNED_NOTHING}: {dead}"] if dead else []) + result.warnings,
         history=result.history,
     )
     trial.records.write_predictions(record.key, val_idx, dataset.labels[val_idx], result.probabilities)

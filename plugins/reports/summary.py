@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from harness import Leaderboard, RunInfo, hookimpl
-from harness.reports.api import RECORDS_FILE, build_leaderboard, read_records, tells_models_apart, to_markdown
+from harness.reports.api import (
+    RECORDS_FILE, build_leaderboard, dead_warnings, read_records, tells_models_apart, to_markdown,
+)
 
 
 @hookimpl
@@ -36,7 +38,7 @@ def on_study_end(run: RunInfo, leaderboard: Leaderboard) -> None:
         lines += ["## Failed candidates", ""]
         lines += [f"- **{r.candidate}** ({r.model}): {r.error}" for r in failed] + [""]
     records = read_records(run.results_dir / RECORDS_FILE)
-    dead = [r for r in records if r.warnings]
+    dead = [r for r in records if dead_warnings(r.warnings)]
     if dead:
         lines += [
             "## Folds whose model learned nothing", "",
@@ -44,7 +46,7 @@ def on_study_end(run: RunInfo, leaderboard: Leaderboard) -> None:
             "not evidence of learning.", "",
             "| candidate | trial | repeat | fold | finding |", "|---|---|---|---|---|",
         ]
-        lines += [f"| {r.candidate} | {r.trial} | {r.repeat} | {r.fold} | {'; '.join(r.warnings)} |" for r in dead]
+        lines += [f"| {r.candidate} | {r.trial} | {r.repeat} | {r.fold} | {'; '.join(dead_warnings(r.warnings))} |" for r in dead]
         lines.append("")
     lines += ["## Validation images per class and fold (repeat 0)", ""]
     counts = pd.crosstab(folds["label"], folds["repeat_0"])
