@@ -348,3 +348,15 @@ def test_exact_mcnemar_matches_statsmodels(only_a, only_b, p):
 def test_exact_mcnemar_is_the_two_sided_binomial_of_the_discordant_pairs(only_a, only_b):
     n, k = only_a + only_b, min(only_a, only_b)
     assert exact_mcnemar(*_pairs(only_a, only_b)) == pytest.approx(min(1.0, 2 * binom.cdf(k, n, 0.5)), abs=1e-12)
+
+
+def test_a_test_share_that_leaves_too_few_images_for_the_folds_is_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    text = tiny_study_text().replace("images_per_class = 12", "images_per_class = 6").replace("views = 2\n", "").replace(
+        "folds = 2", "folds = 5\ntest = { fraction = 0.4 }")
+    path = tmp_path / "small.toml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "what the locked test set left" in err and "5 stratified folds" in err and "Traceback" not in err

@@ -80,8 +80,17 @@ def _kfold(dataset: Dataset, cv: CVConfig, labels, groups, grouped: bool, rows: 
     else:
         splitter = KFold(n_splits, shuffle=True, random_state=seed)
     assignment = np.full(len(rows), -1, dtype=int)
-    for fold, (_, val_idx) in enumerate(splitter.split(np.zeros((len(rows), 1)), labels, groups if grouped else None)):
-        assignment[val_idx] = fold
+    try:
+        for fold, (_, val_idx) in enumerate(splitter.split(np.zeros((len(rows), 1)), labels, groups if grouped else None)):
+            assignment[val_idx] = fold
+    except ValueError as exc:  # scikit-learn's splitter refuses: every class smaller than the folds
+        names, counts = np.unique(labels, return_counts=True)
+        smallest = ", ".join(f"{dataset.classes[int(n)]} {c}" for n, c in sorted(zip(names, counts), key=lambda x: x[1])[:3])
+        left = " (what the locked test set left)" if len(rows) < len(dataset.labels) else ""
+        raise HarnessError(
+            f"dataset '{dataset.name}': the classes have too few images{left} for {n_splits} stratified folds "
+            f"(smallest: {smallest}; {exc}). Lower the folds, take a smaller test share, or add images."
+        ) from None
     return assignment
 
 
