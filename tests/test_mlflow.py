@@ -188,3 +188,12 @@ def test_a_password_in_the_tracking_uri_is_refused_in_one_line(tmp_path):
     assert "\n" not in str(err.value)
     path.write_text(tiny_study_text() + '\n[report]\nmlflow = { tracking_uri = "http://me@host:5000" }\n')
     load_study(path, get_plugins())
+
+
+def test_the_study_file_sent_as_an_artifact_holds_no_password():
+    pytest.importorskip("mlflow", reason="pip install -e '.[mlflow]' (.ci/run does)")
+    from harness_plugins.reports.mlflow_runs import without_passwords
+
+    text = '[search]\nstorage = "postgresql+psycopg://harness:s3cr:et@db:5432/studies"\nnote = "http://user@host"\n'
+    assert without_passwords(text) == (
+        '[search]\nstorage = "postgresql+psycopg://harness:***@db:5432/studies"\nnote = "http://user@host"\n')

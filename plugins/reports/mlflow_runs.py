@@ -14,6 +14,8 @@ metrics are logged once.
 from __future__ import annotations
 
 import json
+import re
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +31,13 @@ SEARCH, CONFIG, TRIAL = "harness.search_id", "harness.config_id", "harness.trial
 PARENT = "mlflow.parentRunId"
 #: The study's files logged as artifacts of its run when it ends (those that exist).
 STUDY_FILES = ("leaderboard.csv", "leaderboard.md", "report.html", "report.md", "study.toml")
+#: user:password@ in any URL (a [search] storage on PostgreSQL, say).
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@\"']+):[^\s@\"']+@")
+
+
+def without_passwords(text: str) -> str:
+    """``text`` with each URL's password replaced by ***."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
 #: How a trial's state shows in MLflow.
 _STATUS = {"complete": "FINISHED", "pruned": "KILLED", "fail": "FAILED", "failed": "FAILED"}
 #: MLflow's limits per log_batch call and on a parameter's value.
@@ -159,10 +168,14 @@ class Tracker:
                       tags={"harness.status": row.status, "harness.best_trial": str(row.best_trial),
                             "harness.model": row.model})
             self.client.set_terminated(candidates[row.candidate], "FAILED" if row.status == "failed" else "FINISHED")
-        for name in STUDY_FILES:
-            path = Path(self.run.results_dir) / name
-            if path.is_file():
-                self.client.log_artifact(study, str(path))
+        with tempfile.TemporaryDirectory() as staging:
+            for name in STUDY_FILES:
+                path = Path(self.run.results_dir) / name
+                if path.is_file() and name.endswith(".toml"):  # a [search] storage URL may hold a password
+                    path = Path(staging) / name
+                    path.write_text(without_passwords((Path(self.run.results_dir) / name).read_text()))
+                if path.is_file():
+                    self.client.log_artifact(study, str(path))
         self.client.set_terminated(study, "FINISHED")
         return study
 
