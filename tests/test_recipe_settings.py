@@ -337,3 +337,65 @@ def test_fold_findings_count_each_kind_and_only_dead_folds_count_as_learning_not
     assert folds_findings(records) == f"3 of 3 folds {steered}; 2 of 3 folds learned nothing: always class 0"
     assert dead_warnings(records[2].warnings) == ["learned nothing: uniform"] and dead_warnings([steered]) == []
     assert folds_findings([SimpleNamespace(warnings=[])]) == ""
+
+
+def test_early_stopping_starts_over_each_phase_and_keep_best_spans_the_run():
+    """Keras 2 (the studies' fit called twice with the same callbacks) reset EarlyStopping at each
+    fit: phase two's patience starts over. The kept epoch is the best of the whole run."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    train = TrainConfig(early_stopping=EarlyStopping(patience=2), keep_best={"monitor": "val_loss"})
+    carried = watchers(train, owner=model)
+    for watcher in carried:
+        watcher.hold = True  # phase one: the best epoch waits for the last phase
+    _run_epochs(carried, model, [1.0, 2.0, 3.0])  # patience spent: phase one stops
+    assert model.stop_training
+    model.stop_training = False
+    for watcher in carried:
+        watcher.hold = False
+    # Phase two: worse than phase one's best at first, yet it goes on past one epoch.
+    assert _run_epochs(carried, model, [2.5, 1.5], first_epoch=3) == 0.0 and not model.stop_training
+    assert _run_epochs(carried, model, [0.5], first_epoch=5) == 5.0
+
+
+def _kept_epoch_is_scored(cache, **train_settings):
+    """Fit a fold whose scored rows steer keep_best (validation_data = "scored_fold") and check that
+    its predictions of those rows give the kept epoch's logged val_loss and val_accuracy."""
+    dataset, idx = _dataset(), np.arange(18)
+    train = TrainConfig(epochs=3, batch_size=4, weights="none", learning_rate=0.3, validation_data="scored_fold",
+                        keep_best={"monitor": "val_loss"}, **train_settings)
+    result = fit_fold(TINY, dataset, (12, 12), {}, train, idx[::2], idx[1::2], seed=1, cache=cache,
+                      steer_idx=idx[1::2])
+    history, labels = result.history, dataset.labels[idx[1::2]]
+    kept = int(np.argmin(history["val_loss"]))
+    p = np.clip(result.probabilities, 1e-7, 1 - 1e-7)
+    loss = float(-np.mean(np.log(p[np.arange(len(labels)), labels])))
+    accuracy = float(np.mean(p.argmax(axis=1) == labels))
+    assert (loss, accuracy) == (pytest.approx(history["val_loss"][kept], abs=1e-3), pytest.approx(history["val_accuracy"][kept])), (
+        kept, history["val_loss"])
+    return result, kept
+
+
+@pytest.mark.parametrize("path", ["end_to_end", "cached_head_then_end_to_end", "cached_head_then_boundary_cache"])
+def test_the_scored_model_is_the_kept_epochs_across_a_fine_tuning_to_a_total(path, tmp_path):
+    from harness.training.features import FeatureCache
+
+    cache = None if path == "end_to_end" else FeatureCache(tmp_path / "cache")
+    fine_tune = FineTune(total_epochs=7, last=1, learning_rate=2.0)
+    result, kept = _kept_epoch_is_scored(cache, boundary_cache=path.endswith("boundary_cache"), fine_tune=fine_tune,
+                                         early_stopping=EarlyStopping(patience=2))
+    print(path, kept, result.history["val_loss"], result.history["phase"])
+    if path.endswith("boundary_cache"):
+        assert (tmp_path / "cache" / "boundary").exists()
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_per_image_standardisation_is_finite_at_every_precision(precision):
+    from harness.toolkit.backbones import Preprocess
+
+    rng = np.random.default_rng(0)
+    images = np.concatenate([rng.integers(0, 256, (1, 224, 224, 3)), np.full((1, 224, 224, 3), 77)]).astype("float32")
+    out = keras.ops.convert_to_numpy(Preprocess("per_image", dtype=precision)(images)).astype("float64")
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[0].mean(), 0.0, atol=1e-2)
+    np.testing.assert_allclose(out[0].std(), 1.0, atol=1e-2)
+    assert np.abs(out[1]).max() == 0.0  # a flat image: all zeros, as tf.image.per_image_standardization gives

@@ -63,10 +63,12 @@ class Preprocess(layers.Layer):
             return x / 255.0
         if self.mode == "per_image":
             # tf.image.per_image_standardization: (x - mean) / max(std, 1 / sqrt(pixels × channels)).
-            mean = ops.mean(x, axis=(-3, -2, -1), keepdims=True)
-            std = ops.std(x, axis=(-3, -2, -1), keepdims=True)
-            count = ops.cast(ops.prod(ops.shape(x)[-3:]), x.dtype)
-            return (x - mean) / ops.maximum(std, ops.rsqrt(count))
+            # In float32 whatever the precision: float16 overflows summing an image (and its pixel count).
+            wide = ops.cast(x, "float32")
+            mean = ops.mean(wide, axis=(-3, -2, -1), keepdims=True)
+            std = ops.std(wide, axis=(-3, -2, -1), keepdims=True)
+            count = ops.cast(ops.prod(ops.shape(wide)[-3:]), "float32")
+            return ops.cast((wide - mean) / ops.maximum(std, ops.rsqrt(count)), self.compute_dtype)
         if self.mode == "dataset":
             return (x - ops.cast(self.mean, x.dtype)) / ops.cast(self.std, x.dtype)
         if self.mode == "tf":
