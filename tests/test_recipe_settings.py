@@ -38,6 +38,7 @@ def _error(tmp_path, capsys, train: str, *expected: str, candidate: str = "") ->
     [
         ('optimizer = "adam"\nmomentum = 0.9', ['train.momentum', 'applies to optimizer = "sgd" or "rmsprop"']),
         ('optimizer = "sgd"\nmomentum = 1.5', ["train.momentum", "below 1"]),
+        ("views = 2", ["train.views", "need [train.augment]"]),
         ("decay = 1e-5\nreduce_lr = true", ["train.decay", "keep one of them"]),
         ('keep_best = { monitor = "val_acuracy" }', ["train.keep_best.monitor", "Did you mean 'val_accuracy'?"]),
         ('validation_data = "scored"', ["train.validation_data", "Did you mean 'scored_fold'?"]),

@@ -110,6 +110,8 @@ def check_recipe(train: Any) -> None:
     if len(ks) > 1:
         raise problem(f"early_stopping and keep_best watch val_top_k with different k ({sorted(ks)}); use one k.",
                       "keep_best.top_k")
+    if train.views and (train.augment is None or not train.augment.active()):
+        raise problem(f"{train.views} augmented views need [train.augment] settings; set some, or views = 0.", "views")
     ft = train.fine_tune
     if ft is not None and ft.total_epochs is not None and ft.total_epochs <= train.epochs:
         raise problem(f"must be above [train] epochs ({train.epochs}): the phase continues to that many in all.",
