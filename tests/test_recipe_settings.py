@@ -378,15 +378,18 @@ def _kept_epoch_is_scored(cache, **train_settings):
 
 @pytest.mark.parametrize("path", ["end_to_end", "cached_head_then_end_to_end", "cached_head_then_boundary_cache"])
 def test_the_scored_model_is_the_kept_epochs_across_a_fine_tuning_to_a_total(path, tmp_path):
+    """Phase one end to end or on cached features, then fine-tuning end to end or on the boundary
+    cache, its BatchNormalization training (random weights): the epoch kept (phase one's end to end,
+    phase two's cached, neither the last) is the model scored, its statistics not recalibrated."""
     from harness.training.features import FeatureCache
 
     cache = None if path == "end_to_end" else FeatureCache(tmp_path / "cache")
-    fine_tune = FineTune(total_epochs=7, last=1, learning_rate=2.0)
+    fine_tune = FineTune(total_epochs=7, last=2, learning_rate=0.5)
     result, kept = _kept_epoch_is_scored(cache, boundary_cache=path.endswith("boundary_cache"), fine_tune=fine_tune,
                                          early_stopping=EarlyStopping(patience=2))
-    print(path, kept, result.history["val_loss"], result.history["phase"])
-    if path.endswith("boundary_cache"):
-        assert (tmp_path / "cache" / "boundary").exists()
+    phases = result.history["phase"]
+    assert kept < len(phases) - 1 and phases[kept] == ("train" if path == "end_to_end" else "fine-tune")
+    assert (tmp_path / "cache" / "boundary").exists() == path.endswith("boundary_cache")
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16"])

@@ -58,10 +58,12 @@ def phase_callbacks(train: TrainConfig, on_epoch: Callable[[int, dict], None] | 
     return callbacks
 
 
-def batchnorm_calibration(model, inputs, batch_size: int, seed: int) -> list:
+def batchnorm_calibration(model, inputs, batch_size: int, seed: int,
+                          unless: Callable[[], bool] | None = None) -> list:
     """A callback that recomputes the moving statistics of ``model``'s training BatchNormalization
     layers (a model or backbone trained from random weights) on the rows of ``inputs``, before each
-    validation pass and when training ends; none when no such layer trains.
+    validation pass and when training ends (unless ``unless()`` then: a kept epoch restored with the
+    statistics its validation used); none when no such layer trains.
 
     Goes after EarlyStopping: statistics of the weights it restores. ``model`` is the model without
     its augmentation, so the statistics are those of the images as scored.
@@ -86,7 +88,8 @@ def batchnorm_calibration(model, inputs, batch_size: int, seed: int) -> list:
             calibrate()
 
         def on_train_end(self, logs=None):
-            calibrate()
+            if unless is None or not unless():
+                calibrate()
 
     return [BatchNormCalibration()]
 

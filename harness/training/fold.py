@@ -18,7 +18,7 @@ from harness.training.features import FeatureCache
 from harness.training.inference import read_rows
 from harness.training.keeper import ModelKeeper
 from harness.training.tensorboard import epoch_scalars
-from harness.training.watch import watchers
+from harness.training.watch import restored_exactly, watchers
 
 #: A fold record's note when its own scored rows chose the epoch.
 SCORED_FOLD_STEERS = ('steered by its scored fold (validation_data = "scored_fold", the study\'s way: '
@@ -116,8 +116,9 @@ class Fold:
         rows' inputs), BatchNormalization statistics recalibrated on ``calibrated`` (the model as
         scored) where they train; returns the History."""
         train = self.train
-        calibration = batchnorm_calibration(calibrated, inputs_of(self.fit_idx), train.batch_size, self.seed)
-        callbacks = self.callbacks("fine-tune" if "initial_epoch" in epochs else "train") + calibration
+        callbacks = self.callbacks("fine-tune" if "initial_epoch" in epochs else "train")
+        callbacks += batchnorm_calibration(calibrated, inputs_of(self.fit_idx), train.batch_size, self.seed,
+                                           unless=lambda: restored_exactly(callbacks))
         held_out = self.validation(lambda index: read_rows(inputs_of(index)))
         return fit_in_order(
             net, views, self.y, self.sample_weights, train.batch_size, self.seed, callbacks,
