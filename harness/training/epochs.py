@@ -41,7 +41,7 @@ def phase_callbacks(train: TrainConfig, on_epoch: Callable[[int, dict], None] | 
                     watching: list | None = None) -> list:
     """Fresh callbacks for one phase (their patience and best values start over); ``history`` an
     ``epoch_history`` callback, first so that it sees each epoch's learning rate unchanged;
-    ``watching``: early stopping and keep-best carried from the phase before (see
+    ``watching``: the early stopping and keep-best of the phase before, going on to a total (see
     ``harness.training.watch``), else fresh ones."""
     from harness.training.watch import watchers
 

@@ -99,7 +99,8 @@ class Fold:
 
     def callbacks(self, phase: str) -> list:
         """A phase's callbacks, recording its epochs in ``history`` under ``phase``: fresh ones, but
-        early stopping and keep-best go on from phase to phase up to fine_tune.total_epochs."""
+        up to fine_tune.total_epochs the same early stopping (starting over each phase) and keep-best
+        (its best epoch the whole run's), see ``harness.training.watch``."""
         ft, watching = self.train.fine_tune, None
         if ft is not None and ft.total_epochs is not None:
             if self.carried is None:
