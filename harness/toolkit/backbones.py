@@ -94,10 +94,11 @@ def scratch_preprocess(context: BuildContext):
 
 
 def padding(model: str, params: dict, key: str = "padding") -> str:
-    """``params[key]``, "same" or "valid" (a one-line error otherwise)."""
+    """``params[key]``, "same" or "valid" (a one-line error otherwise); "same", as the built-in CNNs
+    always padded, where ``params`` predate the key (fold records leave it out at its default)."""
     from harness.errors import did_you_mean
 
-    value = params[key]
+    value = params.get(key, "same")
     if value not in ("same", "valid"):
         raise HarnessError(f"model '{model}': {key} = {value!r} is unknown.{did_you_mean(str(value), ('same', 'valid'))} "
                            'Use "same" or "valid".')

@@ -20,7 +20,7 @@ def build(context: BuildContext):
     inputs = keras.Input(shape=(*context.image_size, 3), name="image")
     x = scratch_preprocess(context)(inputs)
     padding = check_padding("cnn5", params)
-    pool_padding = check_padding("cnn5", params, "pool_padding") if params["pool_padding"] else padding
+    pool_padding = check_padding("cnn5", params, "pool_padding") if params.get("pool_padding") else padding
     for filters in params["filters"]:
         x = layers.Conv2D(filters, 3, padding=padding, activation="relu")(x)
         x = layers.BatchNormalization(momentum=params["bn_momentum"])(x)
