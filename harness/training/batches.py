@@ -2,9 +2,9 @@
 
 A fold never copies its images: ``ImageRows`` stands for the rows of an index array and reads
 only the rows of each batch (in sorted order, with plain reads, see ``harness.data.stacked``), and
-``Batches`` is a ``keras.utils.PyDataset`` (every backend) serving them with the one-hot extra
-inputs and the labels, in the seeded order of ``harness.training.epochs.epoch_order``, so a fold
-sees the same batches as from arrays in memory.
+``make_batches`` is a ``keras.utils.PyDataset`` (every backend) serving them with the one-hot
+extra inputs and the labels, in the seeded order of ``epoch_order``, so a fold sees the same
+batches as from arrays in memory.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ class ImageRows:
         return out if dtype is None else out.astype(dtype)
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the ``n`` training rows in an epoch: a permutation drawn from the fold seed and
+    the epoch. Every training path takes its batches in this order, so they all see the same batches."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def model_rows(dataset: Dataset, inputs: Sequence[str], image_size: tuple[int, int], index: np.ndarray):
     """A model's inputs for the rows ``index``: the images as ``ImageRows`` (not read yet) and the
     one-hot extras; the image rows alone when the model takes only ``image``, else a dict by name."""
@@ -76,8 +82,6 @@ def make_batches(views: list, y=None, sample_weights=None, batch_size: int = 32,
     batches first). None: in row order, one pass (predict, evaluate). ``options``: PyDataset's
     ``workers``, ``use_multiprocessing`` and ``max_queue_size``.
     """
-    from harness.training.epochs import epoch_order
-
     keras = load_keras()
     n = row_count(views[0])
 

@@ -31,7 +31,7 @@ from harness.config.study import parse_budget  # noqa: F401  (re-exported for th
 from harness.core import settings
 from harness.core.settings import BUDGET_ENV
 from harness.errors import HarnessError
-from harness.training.features import FeatureCache, augment_view, backbone_key, index_listings, save_rows
+from harness.training.features import FeatureCache, backbone_key, index_listings, rechunk, save_rows, view_batches
 
 log = logging.getLogger("harness.training.boundary")
 
@@ -232,19 +232,18 @@ class BoundaryCache:
 
     def rows(self, split: BoundarySplit, images: np.ndarray, ids: list[str], view: int = 0, make_augmenter=None,
              batch_size: int = 64, predict=None) -> MappedRows:
-        """The boundary rows of ``images`` (n, h, w, 3 uint8) for ``view`` (0: the image itself;
-        views 1..V pass through ``make_augmenter()``'s layer first, seeded by view, as the feature
-        cache does), computing and storing the missing ones with ``predict(bottom, batch, batch_size)``."""
+        """The boundary rows of ``images`` (n, h, w, 3 uint8, read a chunk at a time) for ``view``
+        (0: the image itself; views 1..V pass through ``make_augmenter()``'s layer first, seeded by
+        view, as the feature cache does), computing and storing the missing ones with
+        ``predict(bottom, batch, batch_size)``."""
         folder = self.root / split.key / str(view)
         stored = self._index(folder)
         wanted = list(dict.fromkeys(i for i in ids if i not in stored))
         if wanted:
             first = {image_id: position for position, image_id in reversed(list(enumerate(ids)))}
-            batch = images[[first[i] for i in wanted]]
-            if view > 0 and make_augmenter is not None:
-                batch = augment_view(make_augmenter, batch, seed=view, batch_size=batch_size)
-            for start in range(0, len(wanted), CHUNK_ROWS):
-                chunk = batch[start : start + CHUNK_ROWS]
+            augmenter = make_augmenter if view > 0 else None
+            batches = view_batches(images, [first[i] for i in wanted], augmenter, view, batch_size)
+            for start, chunk in zip(range(0, len(wanted), CHUNK_ROWS), rechunk(batches, CHUNK_ROWS)):
                 if predict is None:
                     computed = split.bottom.predict(chunk, batch_size=batch_size, verbose=0)
                 else:

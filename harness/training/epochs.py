@@ -9,13 +9,8 @@ from collections.abc import Callable
 import numpy as np
 
 from harness.config.study import TrainConfig
+from harness.training.batches import epoch_order, make_batches
 from harness.training.build import load_keras
-
-
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order of the ``n`` training rows in an epoch: a permutation drawn from the fold seed and
-    the epoch. Every training path takes its batches in this order, so they all see the same batches."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 def epoch_history(history: dict[str, list], phase: str):
@@ -96,30 +91,10 @@ def batchnorm_calibration(model, inputs, batch_size: int, seed: int,
 
 def shuffled_batches(views: list, y: np.ndarray, sample_weights: np.ndarray | None, batch_size: int, seed: int):
     """A ``keras.utils.PyDataset`` of training batches in ``epoch_order``; epoch e serves
-    ``views[e % len(views)]`` (augmented views of the features). Fit it with ``shuffle=False`` and
-    its ``follow_epochs()`` callback, which tells it the epoch (Keras may peek at batches first)."""
-    keras = load_keras()
-
-    class ShuffledBatches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.epoch, self.order = 0, epoch_order(seed, 0, len(y))
-
-        def __len__(self):
-            return -(-len(y) // batch_size)
-
-        def __getitem__(self, i):
-            rows = self.order[i * batch_size : (i + 1) * batch_size]
-            x = keras.tree.map_structure(lambda a: a[rows], views[self.epoch % len(views)])
-            return (x, y[rows]) if sample_weights is None else (x, y[rows], sample_weights[rows])
-
-        def follow_epochs(self):
-            def begin(epoch, logs=None):
-                self.epoch, self.order = epoch, epoch_order(seed, epoch, len(y))
-
-            return keras.callbacks.LambdaCallback(on_epoch_begin=begin)
-
-    return ShuffledBatches()
+    ``views[e % len(views)]`` (augmented views of the features, or images read from the cache as
+    ``ImageRows``). Fit it with ``shuffle=False`` and its ``follow_epochs()`` callback, which tells
+    it the epoch (Keras may peek at batches first). See ``harness.training.batches.make_batches``."""
+    return make_batches(views, y, sample_weights, batch_size, seed)
 
 
 def fit_in_order(model, views: list, y, sample_weights, batch_size: int, seed: int, callbacks: list, **fit_kwargs):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from harness.core.files import atomic_write, atomic_writer
+from harness.data.stacked import blocks, read_rows
 
 POOL_LAYER = "pool"
 
@@ -79,9 +80,10 @@ def backbone_key(extractor, image_size: tuple[int, int]) -> str:
     return digest.hexdigest()[:20]
 
 
-def content_ids(images: np.ndarray) -> list[str]:
-    """A content hash per decoded image (so the same picture under another name shares features)."""
-    return [hashlib.sha1(image.tobytes()).hexdigest()[:20] for image in images]
+def content_ids(images) -> list[str]:
+    """A content hash per decoded image (so the same picture under another name shares features),
+    read a block of rows at a time."""
+    return [hashlib.sha1(image.tobytes()).hexdigest()[:20] for _, block in blocks(images) for image in block]
 
 
 class FeatureCache:
@@ -123,7 +125,8 @@ class FeatureCache:
         batch_size: int = 64,
         predict=None,
     ) -> np.ndarray:
-        """Features of ``images`` (n, h, w, 3 uint8) for ``view``: 0 is the image itself; views 1..V
+        """Features of ``images`` (n, h, w, 3 uint8: an array, the image cache's memory map or
+        ``ImageRows``, read a chunk at a time) for ``view``: 0 is the image itself; views 1..V
         pass first through the layer ``make_augmenter()`` builds, in training mode, seeded by view.
         ``predict(extractor, images, batch_size)`` computes them (default: the extractor's ``predict``).
 
@@ -136,14 +139,14 @@ class FeatureCache:
             out = [self._memo.get((key, view, image_id)) for image_id in ids]
         missing = [i for i, found in enumerate(out) if found is None]
         if missing:
-            batch = images[missing]
-            if view > 0 and make_augmenter is not None:
-                batch = augment_view(make_augmenter, batch, seed=view, batch_size=batch_size)
-            if predict is None:
-                computed = extractor.predict(batch, batch_size=batch_size, verbose=0)
-            else:
-                computed = predict(extractor, batch, batch_size)
-            computed = np.asarray(computed, dtype="float32")
+            computed = []
+            # In chunks of whole batches: the batches and the augmenter's draws are those of one pass.
+            augmenter = make_augmenter if view > 0 else None
+            for chunk in rechunk(view_batches(images, missing, augmenter, view, batch_size), batch_size * 16):
+                part = extractor.predict(chunk, batch_size=batch_size, verbose=0) if predict is None else \
+                    predict(extractor, chunk, batch_size)
+                computed.append(np.asarray(part, dtype="float32"))
+            computed = np.concatenate(computed)
             new_ids = list(dict.fromkeys(ids[i] for i in missing))
             rows = {image_id: row for row, image_id in zip(computed, (ids[i] for i in missing))}
             save_rows(folder, new_ids, np.stack([rows[i] for i in new_ids]))
@@ -188,15 +191,42 @@ def index_listings(folder: Path, listed: set[Path], stored: dict[str, tuple[str,
 
 
 def augment_view(make_augmenter, images: np.ndarray, seed: int, batch_size: int) -> np.ndarray:
-    import keras
+    """``images`` through ``make_augmenter()``'s layer in training mode, seeded by ``seed``, as float32."""
+    return np.concatenate(list(view_batches(images, np.arange(len(images)), make_augmenter, seed, batch_size)))
 
-    keras.utils.set_random_seed(seed)  # random layers draw their seeds when built: build after seeding
-    augmenter = make_augmenter()
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        chunk = augmenter(images[start : start + batch_size].astype("float32"), training=True)
-        chunks.append(np.clip(keras.ops.convert_to_numpy(chunk), 0, 255))
-    return np.concatenate(chunks).astype("float32")
+
+def view_batches(images, rows, make_augmenter, seed: int, batch_size: int):
+    """The ``rows`` of ``images`` (an array, a memory map or ``ImageRows``), ``batch_size`` at a
+    time, read as they are needed: as they are without ``make_augmenter``, else through the layer it
+    makes in training mode, built after seeding with ``seed`` (float32, clipped to 0–255)."""
+    augmenter = keras = None
+    if make_augmenter is not None:
+        import keras
+
+        keras.utils.set_random_seed(seed)  # random layers draw their seeds when built: build after seeding
+        augmenter = make_augmenter()
+    rows = np.asarray(rows, dtype=np.int64)
+    for start in range(0, len(rows), batch_size):
+        batch = read_rows(images, rows[start : start + batch_size])
+        if augmenter is None:
+            yield batch
+        else:
+            chunk = augmenter(batch.astype("float32"), training=True)
+            yield np.clip(keras.ops.convert_to_numpy(chunk), 0, 255).astype("float32")
+
+
+def rechunk(batches, size: int):
+    """The rows of ``batches`` (arrays) again, as arrays of ``size`` rows (the last may be shorter)."""
+    held, count = [], 0
+    for batch in batches:
+        held.append(batch)
+        count += len(batch)
+        while count >= size:
+            joined = np.concatenate(held)
+            yield joined[:size]
+            held, count = [joined[size:]], count - size
+    if count:
+        yield np.concatenate(held)
 
 
 def save_rows(folder: Path, ids: list[str], rows: np.ndarray) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from harness.config.study import TrainConfig
 from harness.data.dataset import Dataset
 from harness.specs import ModelSpec
+from harness.training.batches import ImageRows
 from harness.training.build import augmented, compile_model, load_keras
 from harness.training.epochs import fit_head
 from harness.training.features import FeatureCache
@@ -151,7 +152,7 @@ def _fit_fold(spec, dataset, image_size, params, train, train_idx, val_idx, seed
     if train.preprocess == "dataset":
         from harness.toolkit.backbones import set_dataset_stats
 
-        set_dataset_stats(model, dataset.images(image_size)[train_idx])  # the training fold's alone
+        set_dataset_stats(model, ImageRows(dataset.images(image_size), train_idx))  # the training fold's alone
     fold.owner = model
     trained = Trained(model, model, base, split)
     started = time.perf_counter()

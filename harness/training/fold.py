@@ -12,13 +12,18 @@ import numpy as np
 from harness.config.study import TrainConfig
 from harness.data.dataset import Dataset
 from harness.specs import BuildContext, ModelSpec
-from harness.training.build import balanced_class_weight, extra_input_widths, inner_split, model_inputs, targets
+from harness.training.batches import ImageRows, make_batches, model_rows
+from harness.training.build import balanced_class_weight, extra_input_widths, inner_split, load_keras, targets
 from harness.training.epochs import batchnorm_calibration, epoch_history, fit_in_order, phase_callbacks
 from harness.training.features import FeatureCache
 from harness.training.inference import read_rows
 from harness.training.keeper import ModelKeeper
 from harness.training.tensorboard import epoch_scalars
 from harness.training.watch import restored_exactly, watchers
+
+#: The batch size Keras's ``fit`` gives validation arrays when it is not told one (it is not: the
+#: training rows come as a PyDataset); images read from the cache are served in batches of it too.
+VALIDATION_BATCH = 32
 
 #: A fold record's note when its own scored rows chose the epoch.
 SCORED_FOLD_STEERS = ('steered by its scored fold (validation_data = "scored_fold", the study\'s way: '
@@ -83,8 +88,9 @@ class Fold:
         return len(self.dataset.classes)
 
     def image_inputs(self, index: np.ndarray):
-        """The model's own inputs (images [+ one-hot extras]) for the rows ``index``."""
-        return model_inputs(self.spec, self.dataset, self.image_size, index)
+        """The model's own inputs (images [+ one-hot extras]) for the rows ``index``, the images as
+        ``ImageRows``: read a batch at a time, never as a copy of the fold."""
+        return model_rows(self.dataset, self.spec.inputs, self.image_size, index)
 
     def extras(self, net) -> list[np.ndarray]:
         """The one-hot arrays of ``net``'s inputs after its first (a head's or top part's extra inputs)."""
@@ -120,11 +126,20 @@ class Fold:
         callbacks = self.callbacks("fine-tune" if "initial_epoch" in epochs else "train")
         callbacks += batchnorm_calibration(calibrated, inputs_of(self.fit_idx), train.batch_size, self.seed,
                                            unless=lambda: restored_exactly(callbacks))
-        held_out = self.validation(lambda index: read_rows(inputs_of(index)))
+        held_out = self.validation(inputs_of)
+        held_out = None if held_out is None else _served(*held_out)
         return fit_in_order(
             net, views, self.y, self.sample_weights, train.batch_size, self.seed, callbacks,
             validation_data=held_out, **epochs,
         )
+
+
+def _served(inputs, y):
+    """Validation data for ``fit``: images read from the cache as batches (of the size Keras gives
+    arrays), else arrays (memory-mapped boundary rows read)."""
+    if any(isinstance(a, ImageRows) for a in load_keras().tree.flatten(inputs)):
+        return make_batches([inputs], y, batch_size=VALIDATION_BATCH)
+    return read_rows(inputs), y
 
 
 def _steering_rows(dataset: Dataset, train: TrainConfig, train_idx: np.ndarray, scored_idx: np.ndarray | None,

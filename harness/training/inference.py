@@ -27,8 +27,14 @@ def predict_once(model, inputs, batch_size: int) -> np.ndarray:
     frequent retracing, and which costs more than it saves over a fold's rows (a traced pass of
     its own, see ``forward_pass``, would still be one trace for a few calls per fold).
     """
-    if load_keras().backend.backend() != "tensorflow":
-        return model.predict(inputs, batch_size=batch_size, verbose=0)
+    keras = load_keras()
+    if keras.backend.backend() != "tensorflow":
+        if all(isinstance(a, np.ndarray) for a in keras.tree.flatten(inputs)):
+            return model.predict(inputs, batch_size=batch_size, verbose=0)
+        # Images read from the cache (ImageRows): batch by batch.
+        from harness.training.batches import predict_rows
+
+        return predict_rows(model, inputs, batch_size)
     return call_in_batches(model, inputs, batch_size)
 
 

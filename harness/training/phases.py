@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from typing import Any, NamedTuple
 
 from harness.config.study import TrainConfig
+from harness.training.batches import ImageRows
 from harness.training.build import compile_kept, load_keras
 from harness.training.features import FeatureCache
 from harness.training.fold import Fold
@@ -56,7 +57,8 @@ def feature_phase(fold: Fold, split: FrozenSplit) -> tuple[Callable, list | None
     views_key = augmented_key(key, train)
 
     def view(number: int):
-        return cache.features(extractor, views_key, images[fit_idx], fit_ids, number, make_augmenter, batch_size, forward_pass)
+        rows = ImageRows(images, fit_idx)
+        return cache.features(extractor, views_key, rows, fit_ids, number, make_augmenter, batch_size, forward_pass)
 
     return inputs, _training_views(view, extras, fold)
 
@@ -94,7 +96,7 @@ def boundary_phase(fold: Fold, kept: FrozenSplit | None, model, base, start: int
     inputs = _row_inputs(boundary.take, extras)
     if not _augmenting(train):
         return TopPhase(split.top, inputs, None)
-    make_augmenter, fit_images = _augmenter_maker(train), images[fold.fit_idx]
+    make_augmenter, fit_images = _augmenter_maker(train), ImageRows(images, fold.fit_idx)
     views_split = replace(split, key=augmented_key(split.key, train))
 
     def view(number: int):
