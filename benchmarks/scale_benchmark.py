@@ -200,7 +200,9 @@ def exponent(sizes: list[int], costs: list[float]) -> float | None:
 
 def table(results: dict, before: dict | None) -> str:
     sizes = sorted(int(n) for n in results)
-    head = ["images", *(f"{TITLES[s]} {what}" for s in STEPS for what in ("s", "peak MB") if s in results[str(sizes[0])])]
+    steps = [s for s in STEPS if s in results[str(sizes[0])]]
+    head = ["images", *(f"{TITLES[s]} {what}" for s in steps for what in ("s", "peak MB"))]
+    head = [("s per append" if h == "appends s" else h) for h in head]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for n in sizes:
         cells = [f"{n:,}"]
