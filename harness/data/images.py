@@ -177,7 +177,7 @@ _MOVED = {
                      "oriented_perceptual_hashes", "HASH_BITS"), "harness.data.hashing"),
     **dict.fromkeys(("hash_distances", "NearPairs", "near_pairs"), "harness.data.near_pairs"),
     **dict.fromkeys(("Probe", "probe_bytes", "probe_file", "PROBE_VERSION"), "harness.data.probes"),
-    **dict.fromkeys(("ImageStore", "FRESH_BYTES"), "harness.data.image_store"),
+    **dict.fromkeys(("ImageStore",), "harness.data.image_store"),
 }
 
 __getattr__ = forwarding(__name__, _MOVED)
