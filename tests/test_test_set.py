@@ -84,9 +84,9 @@ class Recorder:
                                "stop": None if fold.stop_idx is None else np.array(fold.stop_idx), "size": image_size})
             return fold
 
-        def recording_calibration(model, inputs, batch_size, seed):
+        def recording_calibration(model, inputs, batch_size, seed, **where):
             self.calibrations.append({_digest(image) for image in np.asarray(inputs)})
-            return calibration(model, inputs, batch_size, seed)
+            return calibration(model, inputs, batch_size, seed, **where)
 
         monkeypatch.setattr(fold_module.Fold, "plan", classmethod(recording_plan))
         monkeypatch.setattr(fold_module, "batchnorm_calibration", recording_calibration)

@@ -62,7 +62,7 @@ class Preprocess(layers.Layer):
         if self.mode == "unit":
             return x / 255.0
         if self.mode == "per_image":
-            # tf.image.per_image_standardization: (x - mean) / max(std, 1 / sqrt(pixels × channels)).
+            # TensorFlow's per_image_standardization: (x - mean) / max(std, 1 / sqrt(pixels × channels)).
             # In float32 whatever the precision: float16 overflows summing an image (and its pixel count).
             wide = ops.cast(x, "float32")
             mean = ops.mean(wide, axis=(-3, -2, -1), keepdims=True)
