@@ -18,6 +18,11 @@ package of another checkout (e.g. ``git archive`` of an older commit), ``--json`
 and ``--before JSON`` adds such a run's figures beside them. E.g.
 
     python benchmarks/scale_benchmark.py --sizes 10000 30000 --plot docs/scale_benchmark.png
+
+``--memory-limit MB`` runs each step in a cgroup memory group of that size (page cache included),
+e.g. a collection whose decoded pixels are larger than the memory the training is given:
+
+    sudo python benchmarks/scale_benchmark.py --sizes 100000 --steps load train --memory-limit 2000
 """
 
 from __future__ import annotations
@@ -129,7 +134,8 @@ def step_train(folder: Path, cache: Path, side: int, args) -> dict:
     started = time.perf_counter()
     result = fit_fold(spec, dataset, (side, side), dict(spec.params), train, train_idx, val_idx, seed=0)
     accuracy = float((result.probabilities.argmax(1) == dataset.labels[val_idx]).mean())
-    return {"fit s": time.perf_counter() - started, "loaded MB": loaded, "accuracy": accuracy}
+    stacked = sum(f.stat().st_size for f in cache.rglob("*.npy")) / 2**20  # the decoded pixels on disk
+    return {"fit s": time.perf_counter() - started, "loaded MB": loaded, "accuracy": accuracy, "pixels MB": stacked}
 
 
 def step_appends(folder: Path, cache: Path, side: int, args) -> dict:
@@ -177,10 +183,59 @@ def measure(step: str, folder: Path, cache: Path, args) -> dict:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(args.harness).resolve()), env.get("PYTHONPATH", "")])
     command = [sys.executable, str(Path(__file__).resolve()), "--child", step, "--folder", str(folder),
                "--cache", str(cache), *_passed_on(args)]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    with MemoryLimit(args.memory_limit) as limit:
+        result = subprocess.run(command, check=False, capture_output=True, text=True, env=env,
+                                cwd=tempfile.gettempdir(), preexec_fn=limit.enter)
     if result.returncode != 0:
-        fail(f"the {step} step at {folder.name} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        fail(f"the {step} step at {folder.name} failed{limit.describe()}:\n{result.stderr[-3000:]}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    if args.memory_limit:
+        figures |= {"limit MB": args.memory_limit, "group peak MB": limit.peak_mb}
+    return figures
+
+
+class MemoryLimit:
+    """A cgroup memory group (v2, or v1's memory controller) that a child enters before it runs, so
+    that it has ``mb`` of memory, page cache included; nothing with ``mb`` None."""
+
+    def __init__(self, mb: int | None):
+        self.mb, self.group, self.peak_mb = mb, None, None
+
+    def __enter__(self):
+        if not self.mb:
+            return self
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        root = Path("/sys/fs/cgroup") if v2 else Path("/sys/fs/cgroup/memory")
+        self.group = root / f"harness-scale-{os.getpid()}"
+        self.files = ("memory.max", "memory.peak") if v2 else ("memory.limit_in_bytes", "memory.max_usage_in_bytes")
+        try:
+            self.group.mkdir(exist_ok=True)
+            (self.group / self.files[0]).write_text(str(self.mb * 2**20))
+        except OSError as exc:
+            fail(f"--memory-limit needs a cgroup memory group this user may create ({exc}); run as root or without it.")
+        return self
+
+    def enter(self) -> None:
+        """In the child, before it runs: join the group."""
+        if self.group is not None:
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+
+    def describe(self) -> str:
+        return f" under a memory limit of {self.mb} MB" if self.mb else ""
+
+    def __exit__(self, *exc) -> None:
+        if self.group is None:
+            return
+        try:
+            self.peak_mb = int((self.group / self.files[1]).read_text()) / 2**20
+        except (OSError, ValueError):
+            pass
+        for _ in range(50):  # the group can be removed once its last process is gone
+            try:
+                self.group.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
 
 
 def _passed_on(args) -> list[str]:
@@ -273,6 +328,8 @@ def arguments():
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--appends", type=int, default=20)
+    parser.add_argument("--memory-limit", type=int, default=None, metavar="MB",
+                        help="run each step in a cgroup with this much memory, page cache included (Linux, root)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "harness-scale-benchmark")
     parser.add_argument("--keep", action="store_true", help="keep the generated images for another run")
     parser.add_argument("--harness", help="a folder holding the harness package to measure instead")
@@ -333,8 +390,10 @@ def measure_all(args) -> dict:
             results[str(n)] = {}
             for step in [s for s in STEPS if s in args.steps]:
                 results[str(n)][step] = figures = measure(step, folder, cache, args)
-                print(f"{n:>9,} {TITLES[step]:<13} {figures['seconds']:8.1f} s  peak {figures['peak MB']:7,.0f} MB",
-                      flush=True)
+                print(f"{n:>9,} {TITLES[step]:<13} {figures['seconds']:8.1f} s  peak {figures['peak MB']:7,.0f} MB"
+                      + (f"  (pixels on disk {figures['pixels MB']:,.0f} MB)" if "pixels MB" in figures else "")
+                      + (f"  (limit {args.memory_limit:,} MB, group peak {figures['group peak MB']:,.0f} MB)"
+                         if args.memory_limit else ""), flush=True)
             shutil.rmtree(cache, ignore_errors=True)
     finally:
         if not args.keep:

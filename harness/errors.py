@@ -10,6 +10,8 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USER = 2
 EXIT_INTERRUPTED = 130
+#: A training worker that ended to be replaced by a fresh one (its memory grew; see harness.core.memory).
+EXIT_RECYCLE = 75
 
 
 class HarnessError(Exception):
@@ -17,6 +19,15 @@ class HarnessError(Exception):
 
     The message says what, where, and what to do next; the CLI prints it and exits with code 2.
     """
+
+
+class WorkerFailed(HarnessError):
+    """The process that trained for this command stopped with an error: its exit code is the
+    command's. ``told``: that process has printed the one line that says why."""
+
+    def __init__(self, message: str, exit_code: int, told: bool):
+        super().__init__(message)
+        self.exit_code, self.told = exit_code, told
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -17,7 +17,7 @@ from harness.cli.commands import HANDLERS, Invocation
 from harness.cli.parser import build_parser
 from harness.cli.signals import GracefulStop
 from harness.core.memory import RestartForMemory
-from harness.errors import EXIT_INTERNAL, EXIT_USER, HarnessError, file_system_error
+from harness.errors import EXIT_INTERNAL, EXIT_USER, HarnessError, WorkerFailed, file_system_error
 
 __all__ = ["build_parser", "main"]
 
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "harness", *argv])  # the same command resumes
+    except WorkerFailed as exc:
+        if not exc.told:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return exc.exit_code
     except HarnessError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_USER

@@ -228,17 +228,25 @@ def worker(args: argparse.Namespace, call: Invocation) -> int:
 
 
 def run(args: argparse.Namespace, call: Invocation) -> int:
-    """Run or resume a study: in this process, as one of its worker processes, or with ``--workers`` of them."""
+    """Run or resume a study: with its training in a worker process (or ``--workers`` of them), as
+    one of those workers, or all in this process (``$HARNESS_WORKER_GROWTH_MB`` = 0)."""
+    from harness.core.memory import RestartForMemory
+    from harness.errors import EXIT_RECYCLE
     from harness.workflows.run import run_study, run_worker
 
     study, plugins_found, data_root, overrides = _study(args)
     if args.worker_index is not None:
-        run_worker(study, plugins_found, args.results, data_root, args.worker_index, call.restartable, stop=call.stop)
+        try:
+            run_worker(study, plugins_found, args.results, data_root, args.worker_index, solo=args.solo_worker,
+                       stop=call.stop)
+        except RestartForMemory as exc:  # its parent starts a fresh one in its place
+            call.err.print(f"[dim]{escape(str(exc))}; a fresh worker continues[/]")
+            return EXIT_RECYCLE
         return EXIT_OK
     worker_command = [sys.executable, "-m", "harness", "run", str(args.study), "--results", str(args.results)]
     worker_command += ["--data-root", str(data_root)]
     worker_command += [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    run_study(study, plugins_found, args.results, data_root, call.err, args.workers, [*worker_command, "--worker-index"],
+    run_study(study, plugins_found, args.results, data_root, call.err, args.workers, worker_command,
               call.restartable, stop=call.stop)
     return EXIT_OK
 

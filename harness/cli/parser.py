@@ -69,6 +69,7 @@ def _add_run(sub) -> None:
     run.add_argument("--image-size", type=_positive, help="square image side for every candidate, e.g. 64 for a quick check")
     run.add_argument("--workers", type=_positive, default=1, help="worker processes sharing the search (one GPU each when there are several)")
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--solo-worker", action="store_true", help=argparse.SUPPRESS)
 
 
 def _add_worker(sub) -> None:

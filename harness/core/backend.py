@@ -43,6 +43,16 @@ def start_backend() -> str:
     return description
 
 
+def import_keras():
+    """The ``keras`` module; the first import goes through ``start_backend``, so that a process that
+    never started the backend (one whose training ran in worker processes) stays as quiet."""
+    if "keras" not in sys.modules:
+        start_backend()
+    import keras
+
+    return keras
+
+
 def passed_on(line: str, min_level: int) -> bool:
     """Whether a line the backend wrote while starting reaches the user at ``min_level``."""
     if min_level == 0:

@@ -16,12 +16,16 @@ CACHE_ENV = "HARNESS_CACHE"
 DISABLE_AUTOLOAD_ENV = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "HARNESS_BLOCK_PLUGINS"
 GROWTH_ENV = "HARNESS_MEMORY_GROWTH_MB"
+WORKER_GROWTH_ENV = "HARNESS_WORKER_GROWTH_MB"
 WEIGHTS_ENV = "HARNESS_WEIGHTS"
 BUDGET_ENV = "HARNESS_BOUNDARY_CACHE_BUDGET"
 ARTIFACT_DIR_ENV = "HARNESS_ARTIFACT_DIR"
 
 #: A process whose memory grew by more than this since its first trial is replaced (0: never).
 DEFAULT_GROWTH_MB = 2048
+#: A training worker whose memory grew by more than this since its first trial hands its place to a
+#: fresh one (0: `harness run` trains in its own process, the restart above its only guard).
+DEFAULT_WORKER_GROWTH_MB = 100
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Settings:
     blocked_plugins: frozenset[str]
     #: Memory growth (MB) after which a run continues as a fresh process; 0 turns it off.
     memory_growth_mb: float
+    #: Memory growth (MB) after which a training worker is replaced by a fresh one; 0: no workers.
+    worker_growth_mb: float
     #: Weights for every candidate (``none``, ``imagenet`` or a file), or None.
     weights: str | None
     #: The boundary cache's budget (a share of free disk such as ``50%``, or a size), or None.
@@ -51,11 +57,11 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _growth(text: str) -> float:
+def _growth(text: str, default: float = DEFAULT_GROWTH_MB) -> float:
     try:
-        return max(0.0, float(text)) if text.strip() else float(DEFAULT_GROWTH_MB)
+        return max(0.0, float(text)) if text.strip() else float(default)
     except ValueError:
-        return float(DEFAULT_GROWTH_MB)
+        return float(default)
 
 
 def current(environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +73,7 @@ def current(environ: Mapping[str, str] | None = None) -> Settings:
         plugin_autoload=not _truthy(env.get(DISABLE_AUTOLOAD_ENV)),
         blocked_plugins=frozenset(n.strip() for n in env.get(BLOCK_ENV, "").split(",") if n.strip()),
         memory_growth_mb=_growth(env.get(GROWTH_ENV, "")),
+        worker_growth_mb=_growth(env.get(WORKER_GROWTH_ENV, ""), DEFAULT_WORKER_GROWTH_MB),
         weights=env.get(WEIGHTS_ENV) or None,
         boundary_cache_budget=env.get(BUDGET_ENV) or None,
         artifact_dir=Path(env[ARTIFACT_DIR_ENV]).expanduser() if env.get(ARTIFACT_DIR_ENV) else None,

@@ -145,10 +145,10 @@ def study_augment(settings: dict) -> Augment | None:
 def augmented_variants(augment: Augment, images: np.ndarray, variants: int = STRIP_VARIANTS) -> np.ndarray:
     """``variants`` independent draws of the study's augmentation layers (the training's, in training
     mode) on ``images``: float (variants, n, height, width, 3) on the 0–255 scale."""
-    import keras
-
+    from harness.core.backend import import_keras
     from harness.toolkit.augment import augmentation_layers
 
+    keras = import_keras()
     pipeline = keras.Sequential(augmentation_layers(augment))
     batch = np.asarray(images, dtype="float32")
     return np.stack([keras.ops.convert_to_numpy(pipeline(batch, training=True)) for _ in range(variants)])

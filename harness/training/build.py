@@ -19,9 +19,9 @@ from harness.specs import BuildContext, ModelSpec
 
 def load_keras():
     """The ``keras`` module, imported on first training, so `harness validate` stays fast."""
-    import keras
+    from harness.core.backend import import_keras
 
-    return keras
+    return import_keras()
 
 
 def head_steps_per_execution() -> int:

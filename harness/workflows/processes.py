@@ -1,4 +1,9 @@
-"""The worker processes of `harness run --workers N`: their GPUs, their environment, their end."""
+"""The worker processes of `harness run`: their GPUs, their environment, their end, their replacement.
+
+`harness run --workers N` starts N of them; a plain `harness run` trains in one (``solo``), so that
+the memory a backend never returns (see harness.core.memory) is returned when a worker that grew
+ends and a fresh one takes its place.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import time
 from rich.console import Console
 
 from harness.core.stop import StopToken
-from harness.errors import HarnessError
+from harness.errors import EXIT_INTERNAL, EXIT_RECYCLE, EXIT_USER, HarnessError, WorkerFailed
 
 #: prctl's option that sends a signal to this process when its parent dies (Linux).
 PR_SET_PDEATHSIG = 1
@@ -67,20 +72,30 @@ def _signal_workers(procs: list[subprocess.Popen], signum: int) -> int:
     return signum
 
 
-def run_workers(workers: int, command: list[str], console: Console, stop: StopToken) -> None:
-    """Start ``command + [index]`` for each worker and wait for them; a stop request is passed on
-    once (a second Ctrl-C stops them at once). Fails when every worker failed."""
+def worker_command(command: list[str], index: int, solo: bool = False) -> list[str]:
+    """The command line of worker ``index``: ``command`` (a `harness run` without workers) and its role."""
+    return [*command, "--worker-index", str(index), *(["--solo-worker"] if solo else [])]
+
+
+def run_workers(workers: int, command: list[str], console: Console, stop: StopToken, solo: bool = False) -> None:
+    """Start ``workers`` worker processes of ``command`` (see ``worker_command``) and wait for them;
+    a worker that ends with EXIT_RECYCLE is replaced by a fresh one. A stop request is passed on once
+    (a second Ctrl-C stops them at once). Fails when every worker failed; with ``solo`` (the one
+    worker that runs all of a plain `harness run`'s training), when it failed."""
     gpus = gpu_ids()
-    where = f"{len(gpus)} GPU(s)" if gpus else "the CPU"
-    console.print(f"starting {workers} workers on {where}")
-    # Each worker in a session of its own: a terminal's Ctrl-C reaches the parent alone, which passes
-    # it on once (twice would stop the workers at once instead of at the epoch end).
-    procs = [
-        subprocess.Popen([*command, str(i)], env=worker_env(i, gpus), start_new_session=True)
-        for i in range(workers)
-    ]
-    _wait_for_workers(procs, stop)
+    if not solo:
+        console.print(f"starting {workers} workers on {gpus and f'{len(gpus)} GPU(s)' or 'the CPU'}")
+
+    def start(i: int) -> subprocess.Popen:
+        # Each worker in a session of its own: a terminal's Ctrl-C reaches the parent alone, which passes
+        # it on once (twice would stop the workers at once instead of at the epoch end).
+        return subprocess.Popen(worker_command(command, i, solo), env=worker_env(i, gpus), start_new_session=True)
+
+    procs = [start(i) for i in range(workers)]
+    _wait_for_workers(procs, stop, start)
     failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+    if solo and failed:
+        raise _solo_failure(failed[0][1])
     if failed and len(failed) == len(procs):
         raise HarnessError(
             "every worker stopped with an error (exit codes "
@@ -91,11 +106,29 @@ def run_workers(workers: int, command: list[str], console: Console, stop: StopTo
         console.print(f"[yellow]warning:[/] worker {i} stopped with exit code {code}; the others finished its work.")
 
 
-def _wait_for_workers(procs: list[subprocess.Popen], stop: StopToken) -> None:
-    """Wait until every worker ended; KeyboardInterrupt when the run was asked to stop."""
+def _solo_failure(code: int) -> WorkerFailed:
+    if code in (EXIT_USER, EXIT_INTERNAL):  # it printed its one line, or its traceback
+        return WorkerFailed("the training process stopped with an error (see above)", code, told=True)
+    how = f"was killed by signal {-code}" if code < 0 else f"stopped with exit code {code}"
+    hint = " (a kill by the system often means it ran out of memory)" if code < 0 else ""
+    return WorkerFailed(
+        f"the training process {how}{hint}. Finished folds are kept: run the same command again to resume.",
+        EXIT_USER, told=False,
+    )
+
+
+def _wait_for_workers(procs: list[subprocess.Popen], stop: StopToken, start) -> None:
+    """Wait until every worker ended, replacing (``start(index)``) each that ended with EXIT_RECYCLE
+    while no stop is requested; KeyboardInterrupt when the run was asked to stop."""
     forwarded = 0
     try:
-        while any(p.poll() is None for p in procs):
+        while True:
+            codes = [p.poll() for p in procs]  # one reading: a worker ending meanwhile waits for the next
+            recycled = [i for i, code in enumerate(codes) if code == EXIT_RECYCLE and not stop.requested]
+            for i in recycled:
+                procs[i] = start(i)
+            if not recycled and all(code is not None for code in codes):
+                break
             if stop.requested and not forwarded:
                 forwarded = _signal_workers(procs, stop.signum)
             time.sleep(0.2)

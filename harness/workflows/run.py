@@ -14,7 +14,7 @@ from rich.console import Console
 
 from harness.config.study import Study
 from harness.core.backend import start_backend
-from harness.core.memory import MemoryGuard
+from harness.core.memory import MemoryGuard, worker_budget_mb
 from harness.core.paths import CACHE_ENV, DATA_ROOT_ENV, default_cache_dir, default_data_root  # noqa: F401
 from harness.core.stop import StopToken
 from harness.errors import HarnessError
@@ -65,9 +65,10 @@ def run_study(
 ) -> pd.DataFrame:
     """Run (or resume) a study and return its leaderboard.
 
-    With ``workers`` > 1, ``worker_command`` + ``[index]`` starts each worker process (see
-    ``run_worker``); this process waits for them and then writes the leaderboard. ``restartable``:
-    the caller replaces the process on RestartForMemory (see harness.core.memory), as the CLI does.
+    With ``workers`` > 1, ``worker_command`` (a `harness run` of the same study) starts each worker
+    process (see ``run_worker``); this process waits for them and then writes the leaderboard.
+    ``restartable``: the caller replaces the process on RestartForMemory (see harness.core.memory),
+    as the CLI does; then a single worker trains too, replaced by a fresh one when it grows.
     ``stop``: a request stops the run at the next epoch end (KeyboardInterrupt), finished folds kept.
     """
     console = console or Console(stderr=True)
@@ -126,9 +127,13 @@ def _search(run, plugins, storage, store, console, workers, worker_command, rest
     # With the folder's own journal, this run holds the whole study: no trial is running.
     requeue_unfinished_trials(study, storage, store, every_running_trial_is_dead=not is_shared(study.search.storage))
     memory = MemoryGuard() if restartable else None
-    if workers > 1:
-        run_workers(workers, worker_command or [], console, stop)
+    # The command line trains in a worker process it replaces when it grows (harness.core.memory).
+    solo = workers == 1 and restartable and worker_budget_mb() > 0 and worker_command is not None
+    if workers > 1 or solo:
+        run_workers(workers, worker_command or [], console, stop, solo=solo)
         failures = candidate_failures(study, storage)
+        if solo:  # the worker scored the test set and ran the nested searches too
+            return failures
         if study.cv.has_test or study.cv.outer:  # the final scores and nested CV run here
             console.print(start_backend())
     else:
@@ -172,17 +177,25 @@ def _carry_old_records(study: Study, storage, store: ResultStore, results_dir: P
 
 
 def run_worker(
-    study: Study, plugins: Plugins, results_root: Path, data_root: Path, index: int, restartable: bool = False,
-    *, stop: StopToken | None = None,
+    study: Study, plugins: Plugins, results_root: Path, data_root: Path, index: int, *, solo: bool = False,
+    stop: StopToken | None = None,
 ) -> None:
-    """One of the processes of `harness run --workers N`, sharing its parent's results folder."""
+    """One of the worker processes of `harness run`, sharing its parent's results folder. Raises
+    RestartForMemory, between trials, once it grew past its budget: its parent starts a fresh one.
+    ``solo``: the one worker of a plain `harness run` (bars on, no label), which also scores the test
+    set and runs the nested searches."""
     stop = stop or StopToken()
     end_with_parent(stop)
     console = Console(stderr=True)
-    run, storage, _ = start_run(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
-    console.print(f"worker {index}: {start_backend()}")
-    memory = MemoryGuard() if restartable else None
-    run_search(run, plugins, storage=storage, console=console, worker=index, memory=memory, stop=stop)
+    run, storage, store = start_run(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
+    backend = start_backend()
+    console.print(f"[dim]{backend}[/]" if solo else f"worker {index}: {backend}")
+    memory = MemoryGuard.for_worker()
+    run_search(run, plugins, storage=storage, console=console, worker=None if solo else index, memory=memory,
+               stop=stop)
+    if solo:
+        score_test_set(run, plugins, store, console, stop)
+        run_nested(run, plugins, storage, store, console, stop, memory)
 
 
 def join_study(
