@@ -116,3 +116,22 @@ def test_dataset_images_are_the_read_only_map(tmp_path):
     pixels = data.images((24, 24))
     assert isinstance(pixels, np.memmap) and not pixels.flags.writeable
     assert np.array_equal(pixels, _decoded(data.table["path"], (24, 24)))
+
+
+def test_a_first_run_whose_list_differs_from_the_probed_one_keeps_its_pixels_once(tmp_path):
+    paths = _images(tmp_path / "img", 30)
+    broken = tmp_path / "img" / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    store = ImageStore(tmp_path / "cache", workers=2, progress=False)
+    probes = store.probe([*paths, str(broken)], SIZE)  # probed at the study size: one stacked file
+    assert not probes[-1].ok
+    kept = list(reversed(paths[:25]))  # the dataset's list: no broken file, five left out, another order
+    stacked = store.pixels(kept, [probes[paths.index(p)].hash for p in kept], SIZE)
+    assert np.array_equal(stacked, _decoded(kept))
+    probed = store.bundle_path([p.hash or "" for p in probes], SIZE, "stretch")
+    # the probe's file still holds the five images the dataset left out: kept for them
+    assert probed.exists() and len(list(probed.parent.glob("*.npy"))) == 2
+    everything = store.pixels(paths, [p.hash for p in probes[:-1]], SIZE)  # now a list of all 30
+    assert np.array_equal(everything, _decoded(paths))
+    assert not probed.exists()  # every row of it lives in another file now: gone
+    assert np.array_equal(store.pixels(kept, [probes[paths.index(p)].hash for p in kept], SIZE), _decoded(kept))

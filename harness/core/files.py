@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+import psutil
+
+#: A temporary file of another machine (a cache on a shared disk) counts as orphaned after this long.
+FOREIGN_ORPHAN_SECONDS = 24 * 3600
 
 
 def atomic_write(path: str | Path, data: bytes | str, *, fsync: bool = True) -> Path:
@@ -24,12 +32,15 @@ def atomic_write(path: str | Path, data: bytes | str, *, fsync: bool = True) -> 
 
 
 @contextmanager
-def atomic_writer(path: str | Path, *, fsync: bool = True) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | Path, *, fsync: bool = True, sweep: bool = False) -> Iterator[BinaryIO]:
     """``atomic_write`` for content written piece by piece (a large array streamed by ``np.save``,
     never held twice in memory): the ``with`` block writes to the binary file it is given, which
-    replaces ``path`` when the block ends without an exception and is removed when it raises."""
+    replaces ``path`` when the block ends without an exception and is removed when it raises.
+    ``sweep``: first remove what killed writers of ``path`` left (see ``sweep_orphans``)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if sweep:
+        sweep_orphans(path)
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             _give_mode(fh.fileno(), path)
@@ -56,3 +67,41 @@ def _give_mode(fd: int, path: Path) -> None:
         os.fchmod(fd, mode)
     except (AttributeError, NotImplementedError):  # os.fchmod: not on Windows before Python 3.13
         pass
+
+
+def temporary_beside(path: str | Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (its descriptor and name), named after ``path``, this
+    machine and this process, so that ``sweep_orphans`` can tell when its writer is gone."""
+    path = Path(path)
+    return tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
+
+
+def sweep_orphans(path: str | Path) -> int:
+    """Remove the temporary files of ``path`` whose writer was killed before it could (kill -9, a
+    power cut): this machine's whose process is gone, another machine's after a day. Returns how
+    many went. A decoded-image stack of a large collection left half-written is gigabytes."""
+    path = Path(path)
+    removed = 0
+    for name in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp")):
+        owner = Path(name).name[len(path.name) + 2:].split(".", 1)[0]
+        if _orphaned(owner, name):
+            try:
+                os.unlink(name)
+                removed += 1
+            except OSError:  # another process swept it first, or the folder is read-only
+                pass
+    return removed
+
+
+def _owner() -> str:
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _orphaned(owner: str, name: str) -> bool:
+    host, _, pid = owner.rpartition("-")
+    if host == socket.gethostname().replace(".", "_") and pid.isdigit():
+        return not psutil.pid_exists(int(pid))
+    try:  # another machine's, or a name from before owners were recorded
+        return time.time() - os.stat(name).st_mtime > FOREIGN_ORPHAN_SECONDS
+    except OSError:
+        return False

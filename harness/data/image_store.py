@@ -64,6 +64,8 @@ class ImageStore:
 
     def __init__(self, cache_dir: str | Path, workers: int | None = None, progress: bool = True):
         self.root = Path(cache_dir).expanduser()
+        #: Stacked files this store's probes wrote: row sources for ``pixels``, kept while indexed.
+        self._probed: set[Path] = set()
         self.workers = workers or os.cpu_count() or 1
         self.progress = progress
         try:
@@ -126,6 +128,7 @@ class ImageStore:
                 return fresh
             bundle = writer.commit(self.bundle_path([probe.hash or "" for probe in fresh], size, policy))
         self._index_rows(bundle, size, policy, [(row, probe.hash) for row, probe in enumerate(fresh) if probe.ok])
+        self._probed.add(bundle)
         return fresh
 
     def _probe_job(self, into: tuple[StackWriter, tuple[int, int], str] | None, job: tuple[int, str]) -> Probe:
@@ -211,7 +214,18 @@ class ImageStore:
                         )
             writer.commit()
         self._index_rows(bundle, size, policy, [(i, h) for h, i in {h: i for i, h in enumerate(hashes)}.items()])
+        self._drop_unindexed_probes(bundle)
         return open_stack(bundle, shape)
+
+    def _drop_unindexed_probes(self, kept: Path) -> None:
+        """Remove the stacked files this store's probes wrote whose every row now lives in another
+        file (the dataset's list differed from the probed one: unreadable files, duplicates, another
+        order), so that a first run does not leave its pixels on disk twice."""
+        for probed in sorted(self._probed - {kept}):
+            name = str(probed.relative_to(self.root))
+            if self._db.execute("SELECT 1 FROM rows WHERE bundle = ? LIMIT 1", (name,)).fetchone() is None:
+                probed.unlink(missing_ok=True)
+                self._probed.discard(probed)
 
     def _index_rows(self, bundle: Path, size: tuple[int, int], policy: str, rows: list[tuple[int, str]]) -> None:
         """Record that the stacked file ``bundle`` holds the image of each (row, content hash)."""

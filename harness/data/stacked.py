@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import tempfile
 from pathlib import Path
 from typing import Self
 
 import numpy as np
+
+from harness.core.files import sweep_orphans, temporary_beside
 
 #: Rows gathered per read when a whole stack is walked (``blocks``).
 BLOCK_ROWS = 1024
@@ -33,7 +34,8 @@ class StackWriter:
     def __init__(self, target: str | os.PathLike, shape: tuple[int, ...]):
         self.target, self.shape = Path(target), tuple(int(s) for s in shape)
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
+        sweep_orphans(self.target)  # a killed run's half-written stack of this target
+        fd, name = temporary_beside(self.target)
         os.close(fd)
         self.temporary = Path(name)
         try:

@@ -234,6 +234,6 @@ def save_rows(folder: Path, ids: list[str], rows: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]
     # No fsync: a cache file lost to a crash is computed again; the rename keeps a torn one from being read.
-    with atomic_writer(folder / f"{name}.npy", fsync=False) as fh:
+    with atomic_writer(folder / f"{name}.npy", fsync=False, sweep=True) as fh:
         np.save(fh, rows, allow_pickle=False)
     atomic_write(folder / f"{name}.json", json.dumps(ids), fsync=False)
