@@ -59,6 +59,22 @@ def test_recipe_mistakes_are_one_line(tmp_path, capsys, train, expected):
     _error(tmp_path, capsys, train, *expected)
 
 
+@pytest.mark.parametrize(
+    "train, candidate, expected",
+    [
+        ('optimizer = "sgd"\nmomentum = 0.5', 'space.optimizer = ["sgd", "adam"]\n',
+         ["candidates[0].space.optimizer", 'samples optimizer = \'adam\'', 'applies to optimizer = "sgd" or "rmsprop"']),
+        ("fine_tune = { total_epochs = 5 }", "space.epochs = { low = 2, high = 6 }\n",
+         ["candidates[0].space.epochs", "samples epochs = 6", "above [train] epochs (6)"]),
+    ],
+)
+def test_a_tuned_training_setting_is_checked_against_the_rest_of_the_recipe(tmp_path, capsys, train, candidate,
+                                                                             expected):
+    _error(tmp_path, capsys, train, *expected, candidate=candidate)
+    path = _study(tmp_path, train, candidate.replace('"adam"', '"rmsprop"').replace("high = 6", "high = 4"))
+    assert load_study(path, get_plugins()).candidates[0].space  # values that fit load
+
+
 def test_a_candidate_sets_its_own_preprocessing(tmp_path, capsys):
     _error(tmp_path, capsys, "", "candidates[0].preprocess", "Did you mean 'unit'?", candidate='preprocess = "unt"\n')
     path = _study(tmp_path, "", 'preprocess = "unit"\n')
