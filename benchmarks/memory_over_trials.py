@@ -61,9 +61,10 @@ def watch(command: list[str], env: dict[str, str]) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    trials, tail, started = [], [], time.perf_counter()
+    trials, tail, started, restarts = [], [], time.perf_counter(), 0
     for line in proc.stderr:
         tail = (tail + [line])[-40:]
+        restarts += "continuing in a fresh process" in line or "a fresh worker continues" in line
         if TRIAL_END.search(line):
             try:
                 mb, count = tree_mb(root)
@@ -76,9 +77,8 @@ def watch(command: list[str], env: dict[str, str]) -> dict:
     proc.wait()
     stop.set()
     sampler.join()
-    restarts = sum("continuing in a fresh process" in line for line in tail)
     return {"returncode": proc.returncode, "trials": trials, "peak_mb": round(peak[0], 1),
-            "worker_pids": len(pids), "restarts_seen_in_tail": restarts, "tail": "".join(tail[-10:])}
+            "worker_pids": len(pids), "replacements": restarts, "tail": "".join(tail[-10:])}
 
 
 def main() -> int:
@@ -106,7 +106,8 @@ def main() -> int:
     growth = max(t["mb"] for t in trials[4:]) - fifth if len(trials) > 4 else 0.0
     print(f"trials: {len(trials)}; at the fifth: {fifth:.0f} MB; largest growth after it: {growth:+.0f} MB; "
           f"last: {trials[-1]['mb']:.0f} MB; peak (0.1 s samples): {result['peak_mb']:.0f} MB; "
-          f"child processes seen: {result['worker_pids']}; time: {trials[-1]['seconds']} s")
+          f"child processes seen: {result['worker_pids']}; replaced or restarted: {result['replacements']}; "
+          f"time: {trials[-1]['seconds']} s")
     if args.json:
         args.json.write_text(json.dumps({"settings": args.env, **result, "growth_after_fifth_mb": growth}, indent=1))
     return 0

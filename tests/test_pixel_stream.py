@@ -131,6 +131,8 @@ def test_a_first_run_whose_list_differs_from_the_probed_one_keeps_its_pixels_onc
     probed = store.bundle_path([p.hash or "" for p in probes], SIZE, "stretch")
     # the probe's file still holds the five images the dataset left out: kept for them
     assert probed.exists() and len(list(probed.parent.glob("*.npy"))) == 2
+    store.close()
+    store = ImageStore(tmp_path / "cache", workers=2, progress=False)  # another process (a training worker)
     everything = store.pixels(paths, [p.hash for p in probes[:-1]], SIZE)  # now a list of all 30
     assert np.array_equal(everything, _decoded(paths))
     assert not probed.exists()  # every row of it lives in another file now: gone

@@ -5,6 +5,7 @@ fixture layouts elsewhere). The runs take minutes on a CPU: HARNESS_SLOW_TESTS=1
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -109,3 +110,38 @@ def test_study_runs_end_to_end_with_random_weights_at_a_small_size(name, tmp_pat
     board = run_study(study, plugins, tmp_path / "results", data_root)
     assert isinstance(board, pd.DataFrame)
     assert (board["complete"] >= 1).all(), board
+
+
+def _seed_data_root(tmp_path: Path) -> Path:
+    """The fixture layouts, with the shared real photos (and the thesis's real Conus file list) in
+    place of what HARNESS_TEST_DATA has, and the gems study's ten named classes in train/valid/test."""
+    root = image_layouts.all_layouts(tmp_path / "data")
+    shared = Path(os.environ.get("HARNESS_TEST_DATA", "/nonexistent"))
+    for folder in ("minerals", "sports15", "rocks6"):
+        if (shared / folder).is_dir():
+            shutil.rmtree(root / folder, ignore_errors=True)
+            (root / folder).symlink_to(shared / folder)
+    if not (root / "rocks6").exists():  # the rocks6 photos' six classes as a folder of class folders
+        image_layouts.class_folders(root / "rocks6", {f"rock{i}": 12 for i in range(6)})
+    manifest = shared / "conus_layout" / "manifest.csv"
+    if manifest.is_file():  # the thesis's lists name its real files
+        shutil.rmtree(root / "Conus")
+        image_layouts.conus_layout(root / "Conus", image_layouts.conus_manifest(manifest))
+    shutil.rmtree(root / "gems")
+    image_layouts.class_folders(root / "gems", {g: 10 for g in GEMS_TEN}, {"train": 0.6, "valid": 0.2, "test": 0.2})
+    return root
+
+
+@pytest.mark.skipif(not SLOW, reason="minutes on a CPU: HARNESS_SLOW_TESTS=1 runs it")
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_seed_study_runs_end_to_end_with_random_weights_at_a_small_size(name, tmp_path):
+    size = SMALL.get(name.split("_")[0], 32)  # Xception needs 71 px
+    overrides = {"weights": "none", "image_size": size, "epochs": 1, "trials": 1}
+    plugins = get_plugins()
+    if load_study(SEEDS[name], plugins, overrides).cv.scheme == "kfold":
+        overrides["folds"] = 2
+    study = load_study(SEEDS[name], plugins, overrides)
+    board = run_study(study, plugins, tmp_path / "results", _seed_data_root(tmp_path))
+    assert (board["complete"] >= 1).all(), board
+    if study.cv.has_test:
+        assert board["test_n"].notna().all(), board

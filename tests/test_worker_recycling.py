@@ -78,3 +78,54 @@ def test_a_worker_ending_to_be_recycled_is_not_replaced_once_a_stop_was_asked(tm
 def test_the_worker_command_names_its_index_and_role():
     assert worker_command(["harness", "run", "s.toml"], 2) == ["harness", "run", "s.toml", "--worker-index", "2"]
     assert worker_command(["h"], 0, solo=True)[-1] == "--solo-worker"
+
+
+#: Holds the run lock, starts a stand-in worker that inherits it (as run_workers does), prints the
+#: worker's pid and dies as by kill -9.
+LOCK_HOLDER = """
+import os, signal, subprocess, sys
+from pathlib import Path
+from harness.workflows.lock import run_lock
+from harness.workflows.processes import _popen_options
+with run_lock(Path(sys.argv[1])) as fd:
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, **_popen_options((fd,)))
+    print(worker.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the lock's descriptor is passed on on POSIX only")
+def test_the_run_lock_lasts_while_a_worker_does_after_its_parent_is_killed(tmp_path):
+    import os
+    import subprocess
+
+    from harness.errors import HarnessError
+    from harness.workflows.lock import run_lock
+
+    holder = subprocess.run([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], capture_output=True, text=True)
+    worker = int(holder.stdout.split()[0])
+    try:
+        with pytest.raises(HarnessError, match="in use by another"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        os.kill(worker, signal.SIGKILL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            with run_lock(tmp_path):
+                return  # the worker gone, the folder is free
+        except HarnessError:
+            time.sleep(0.1)
+    raise AssertionError("the lock outlived the worker")
+
+
+def test_a_worker_started_after_the_study_file_changed_stops_in_one_line(tmp_path, capsys, tiny_study):
+    from harness.cli.app import main
+
+    code = main(["run", str(tiny_study), "--results", str(tmp_path / "r"), "--worker-index", "0", "--solo-worker",
+                 "--study-digest", "0123456789abcdef"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == EXIT_USER and "the study file changed while its `harness run` went on" in err, err
+    assert "Traceback" not in err

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    stop = GracefulStop(err)
+    worker = getattr(args, "worker_index", None) is not None  # its parent tells the user about stops
+    stop = GracefulStop(err, quiet=worker)
     stop.install()
     try:
         return HANDLERS[args.command](args, Invocation(err, stop.token, restartable))
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold red]error:[/] {escape(str(file_system_error(exc)))}", soft_wrap=True)
         return EXIT_USER
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted.[/] Finished folds are saved; run the same command again to resume.")
+        if not worker:
+            err.print("[yellow]interrupted.[/] Finished folds are saved; run the same command again to resume.")
         return stop.exit_code()
     except Exception as exc:
         fault = _storage_fault(exc)

@@ -7,6 +7,7 @@ part of harness: ``predict`` and ``serve`` load no search, training or tuning co
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -235,7 +236,11 @@ def run(args: argparse.Namespace, call: Invocation) -> int:
     from harness.workflows.run import run_study, run_worker
 
     study, plugins_found, data_root, overrides = _study(args)
+    digest = hashlib.sha256(study.effective_toml().encode()).hexdigest()[:16]
     if args.worker_index is not None:
+        if args.study_digest not in (None, digest):  # a worker started after the file was edited
+            raise HarnessError(f"{args.study}: the study file changed while its `harness run` went on; that run "
+                               "stops here. Run the command again for the study as it is now (finished folds are kept).")
         try:
             run_worker(study, plugins_found, args.results, data_root, args.worker_index, solo=args.solo_worker,
                        stop=call.stop)
@@ -244,7 +249,7 @@ def run(args: argparse.Namespace, call: Invocation) -> int:
             return EXIT_RECYCLE
         return EXIT_OK
     worker_command = [sys.executable, "-m", "harness", "run", str(args.study), "--results", str(args.results)]
-    worker_command += ["--data-root", str(data_root)]
+    worker_command += ["--data-root", str(data_root), "--study-digest", digest]
     worker_command += [a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     run_study(study, plugins_found, args.results, data_root, call.err, args.workers, worker_command,
               call.restartable, stop=call.stop)

@@ -70,6 +70,7 @@ def _add_run(sub) -> None:
     run.add_argument("--workers", type=_positive, default=1, help="worker processes sharing the search (one GPU each when there are several)")
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--solo-worker", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--study-digest", default=None, help=argparse.SUPPRESS)
 
 
 def _add_worker(sub) -> None:

@@ -18,14 +18,18 @@ from harness.core.stop import StopToken
 class GracefulStop:
     """The signal handlers of one command: ``install`` them, ``restore`` the previous ones after."""
 
-    def __init__(self, err: Console):
+    def __init__(self, err: Console, quiet: bool = False):
         self.err = err
+        #: A worker process is quiet: the command that started it says what happens.
+        self.quiet = quiet
         self.token = StopToken()
         self.previous: dict[int, object] = {}
 
     def install(self) -> None:
+        # SIGBREAK: how a Windows parent asks a worker in its own process group to stop.
+        signals = (signal.SIGINT, signal.SIGTERM, *([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []))
         try:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in signals:
                 self.previous[signum] = signal.signal(signum, self._handle)
         except ValueError:  # not the main thread: leave signals as they are
             pass
@@ -34,6 +38,8 @@ class GracefulStop:
         if self.token.requested:
             raise KeyboardInterrupt
         self.token.request(signum)
+        if self.quiet:
+            return
         again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
         self.err.print(f"[yellow]stopping at the end of this epoch[/] ({again} again to stop at once)")
 

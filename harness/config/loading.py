@@ -134,24 +134,25 @@ def _candidate(
     merged.update(own_space)
     fixed = set(t) & tunable
     space = {k: v for k, v in merged.items() if k not in fixed}
-    _check_sampled_training(path, key, inherited | own, space, own_space)
+    where = {name: f"{key}.space.{name}" if name in own_space else f"search.space.{name}" if name in search.space
+             else f"model '{model}' default space.{name}" for name in space}
+    _check_sampled_training(path, key, inherited | own, space, where)
     return Candidate(table["name"] or model, model, image_size, params, train, space)
 
 
-def _check_sampled_training(path: Path, key: str, train: dict, space: dict[str, Dimension], own_space: dict) -> None:
+def _check_sampled_training(path: Path, key: str, train: dict, space: dict[str, Dimension], where: dict[str, str]) -> None:
     """Each training setting the space samples (each choice; a range's ends) checked with the rest
     of the candidate's [train], as if written there: a search must not find out mid-run that, say,
     momentum does not apply to an optimizer it chose, or that its epochs pass fine_tune.total_epochs."""
     for name, dim in space.items():
         if name not in TRAIN_PARAMS:
             continue
-        where = f"{key}.space.{name}" if name in own_space else f"search.space.{name}"
         for value in dim.choices if dim.choices is not None else (dim.low, dim.high):
             try:
                 validate(TrainConfig, train | {name: thaw(value)}, path, key, {"base_dir": path.parent})
             except HarnessError as exc:
                 why = str(exc).removeprefix(f"{path}: ")
-                raise fail(path, where, f"samples {name} = {thaw(value)!r}, with which {why}") from None
+                raise fail(path, where[name], f"samples {name} = {thaw(value)!r}, with which {why}") from None
 
 
 def _check_names(path: Path, candidates: list[Candidate]) -> None:

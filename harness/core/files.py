@@ -93,13 +93,23 @@ def sweep_orphans(path: str | Path) -> int:
     return removed
 
 
+def _machine() -> str:
+    """This machine, as far as its process ids go: the host name and, on Linux, the pid namespace
+    (containers that share a host name and a cache volume each count their own pids)."""
+    host = socket.gethostname().replace(".", "_")
+    try:
+        return f"{host}-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return host
+
+
 def _owner() -> str:
-    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+    return f"{_machine()}-{os.getpid()}"
 
 
 def _orphaned(owner: str, name: str) -> bool:
-    host, _, pid = owner.rpartition("-")
-    if host == socket.gethostname().replace(".", "_") and pid.isdigit():
+    machine, _, pid = owner.rpartition("-")
+    if machine == _machine() and pid.isdigit():
         return not psutil.pid_exists(int(pid))
     try:  # another machine's, or a name from before owners were recorded
         return time.time() - os.stat(name).st_mtime > FOREIGN_ORPHAN_SECONDS

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns 
 CREATE TABLE IF NOT EXISTS {_PROBES} (hash TEXT PRIMARY KEY, reason TEXT, width INTEGER, height INTEGER,
     format TEXT, mode TEXT, phash TEXT, pixel_hash TEXT, pixel_orientation INTEGER, oriented_phashes TEXT);
 CREATE TABLE IF NOT EXISTS rows (hash TEXT, folder TEXT, bundle TEXT, row INTEGER, PRIMARY KEY (hash, folder));
+CREATE TABLE IF NOT EXISTS probed (bundle TEXT PRIMARY KEY);
 """
 
 
@@ -64,8 +65,6 @@ class ImageStore:
 
     def __init__(self, cache_dir: str | Path, workers: int | None = None, progress: bool = True):
         self.root = Path(cache_dir).expanduser()
-        #: Stacked files this store's probes wrote: row sources for ``pixels``, kept while indexed.
-        self._probed: set[Path] = set()
         self.workers = workers or os.cpu_count() or 1
         self.progress = progress
         try:
@@ -128,7 +127,8 @@ class ImageStore:
                 return fresh
             bundle = writer.commit(self.bundle_path([probe.hash or "" for probe in fresh], size, policy))
         self._index_rows(bundle, size, policy, [(row, probe.hash) for row, probe in enumerate(fresh) if probe.ok])
-        self._probed.add(bundle)
+        with self._db:  # a row source for ``pixels``, in whichever process it runs, kept while indexed
+            self._db.execute("INSERT OR REPLACE INTO probed VALUES (?)", (str(bundle.relative_to(self.root)),))
         return fresh
 
     def _probe_job(self, into: tuple[StackWriter, tuple[int, int], str] | None, job: tuple[int, str]) -> Probe:
@@ -218,14 +218,21 @@ class ImageStore:
         return open_stack(bundle, shape)
 
     def _drop_unindexed_probes(self, kept: Path) -> None:
-        """Remove the stacked files this store's probes wrote whose every row now lives in another
-        file (the dataset's list differed from the probed one: unreadable files, duplicates, another
-        order), so that a first run does not leave its pixels on disk twice."""
-        for probed in sorted(self._probed - {kept}):
-            name = str(probed.relative_to(self.root))
-            if self._db.execute("SELECT 1 FROM rows WHERE bundle = ? LIMIT 1", (name,)).fetchone() is None:
-                probed.unlink(missing_ok=True)
-                self._probed.discard(probed)
+        """Remove the stacked files that probes wrote whose every row now lives in another file (the
+        dataset's list differed from the probed one: unreadable files, duplicates, another order),
+        so that a first run does not leave its pixels on disk twice. A process that still maps one
+        keeps reading it (POSIX); where the system refuses (Windows), it stays for a later run."""
+        kept_name = str(kept.relative_to(self.root))
+        orphaned = self._db.execute(
+            "SELECT bundle FROM probed WHERE bundle != ? AND bundle NOT IN (SELECT bundle FROM rows)", (kept_name,)
+        ).fetchall()
+        for (name,) in orphaned:
+            try:
+                (self.root / name).unlink(missing_ok=True)
+            except OSError:
+                continue
+            with self._db:
+                self._db.execute("DELETE FROM probed WHERE bundle = ?", (name,))
 
     def _index_rows(self, bundle: Path, size: tuple[int, int], policy: str, rows: list[tuple[int, str]]) -> None:
         """Record that the stacked file ``bundle`` holds the image of each (row, content hash)."""

@@ -16,13 +16,14 @@ LOCK_FILE = ".run.lock"
 
 
 @contextlib.contextmanager
-def run_lock(results_dir: Path) -> Iterator[None]:
+def run_lock(results_dir: Path) -> Iterator[int | None]:
     """Hold the results folder for this run: a second `harness run` on it is refused (its workers
-    are this run's). The lock goes with the process, however it ends."""
+    are this run's). The lock goes with the process, however it ends, and with the workers that
+    inherit the descriptor it yields (None where the platform's lock has none to pass on)."""
     path = results_dir / LOCK_FILE
     held = contextlib.ExitStack()
     try:
-        held.enter_context(exclusive(path, timeout=0))
+        lock = held.enter_context(exclusive(path, timeout=0))
     except Timeout:  # a TimeoutError, so an OSError: caught first
         raise HarnessError(
             f"{results_dir} is in use by another `harness run` ({_holder(path)}). Wait for it to finish, or give "
@@ -32,7 +33,9 @@ def run_lock(results_dir: Path) -> Iterator[None]:
         raise file_system_error(exc) from None
     with held:
         _write_holder(path)
-        yield
+        # filelock's POSIX lock is flock(), held by the open file description: a worker that
+        # inherits the descriptor holds it on after its parent is killed.
+        yield getattr(getattr(lock, "_context", None), "lock_file_fd", None)
 
 
 def _write_holder(path: Path) -> None:

@@ -11,6 +11,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -27,10 +28,11 @@ def end_with_parent(stop: StopToken) -> None:
     """A worker stops (as on SIGTERM: at the end of its epoch, finished folds kept) when its parent
     dies, even by kill -9: Linux's parent-death signal, and a watchdog where that is missing."""
     parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the watchdog alone
-        pass
+    if sys.platform.startswith("linux"):  # elsewhere the watchdog alone
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError, TypeError):
+            pass
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -64,12 +66,27 @@ def worker_env(index: int, gpus: list[str]) -> dict[str, str]:
     return env
 
 
-def _signal_workers(procs: list[subprocess.Popen], signum: int) -> int:
-    """Send ``signum`` to each worker still running; returns the signal."""
+#: The signal that asks a worker to stop at its epoch's end (a worker's default for it, before its
+#: handlers are installed, ends it quietly: SIGINT would print a KeyboardInterrupt traceback).
+STOP_SIGNAL = signal.CTRL_BREAK_EVENT if sys.platform == "win32" else signal.SIGTERM
+
+
+def _signal_workers(procs: list[subprocess.Popen]) -> int:
+    """Ask each worker still running to stop; returns 1 (one request passed on)."""
     for p in procs:
         if p.poll() is None:
-            p.send_signal(signum)
-    return signum
+            p.send_signal(STOP_SIGNAL)
+    return 1
+
+
+def _popen_options(keep_open: tuple[int, ...]) -> dict:
+    """Each worker in a process group of its own, so that a terminal's Ctrl-C reaches the parent
+    alone, which passes it on once (twice would stop the workers at once, not at the epoch end);
+    on POSIX it also keeps ``keep_open`` (the run lock's descriptor: the lock lasts while a worker
+    does, also when the parent is killed with kill -9)."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True, "pass_fds": keep_open}
 
 
 def worker_command(command: list[str], index: int, solo: bool = False) -> list[str]:
@@ -77,7 +94,8 @@ def worker_command(command: list[str], index: int, solo: bool = False) -> list[s
     return [*command, "--worker-index", str(index), *(["--solo-worker"] if solo else [])]
 
 
-def run_workers(workers: int, command: list[str], console: Console, stop: StopToken, solo: bool = False) -> None:
+def run_workers(workers: int, command: list[str], console: Console, stop: StopToken, solo: bool = False,
+                keep_open: tuple[int, ...] = ()) -> None:
     """Start ``workers`` worker processes of ``command`` (see ``worker_command``) and wait for them;
     a worker that ends with EXIT_RECYCLE is replaced by a fresh one. A stop request is passed on once
     (a second Ctrl-C stops them at once). Fails when every worker failed; with ``solo`` (the one
@@ -87,10 +105,9 @@ def run_workers(workers: int, command: list[str], console: Console, stop: StopTo
         console.print(f"starting {workers} workers on {gpus and f'{len(gpus)} GPU(s)' or 'the CPU'}")
 
     def start(i: int) -> subprocess.Popen:
-        # Each worker in a session of its own: a terminal's Ctrl-C reaches the parent alone, which passes
-        # it on once (twice would stop the workers at once instead of at the epoch end).
-        return subprocess.Popen(worker_command(command, i, solo), env=worker_env(i, gpus), start_new_session=True)
+        return subprocess.Popen(worker_command(command, i, solo), env=worker_env(i, gpus), **_popen_options(keep_open))
 
+    stop.raise_if_requested()  # asked while the data loaded: no worker to start
     procs = [start(i) for i in range(workers)]
     _wait_for_workers(procs, stop, start)
     failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
@@ -130,10 +147,11 @@ def _wait_for_workers(procs: list[subprocess.Popen], stop: StopToken, start) -> 
             if not recycled and all(code is not None for code in codes):
                 break
             if stop.requested and not forwarded:
-                forwarded = _signal_workers(procs, stop.signum)
+                forwarded = _signal_workers(procs)
             time.sleep(0.2)
     except KeyboardInterrupt:  # a second Ctrl-C: the workers stop at once too
-        _signal_workers(procs, stop.signum)
+        for _ in range(2 - forwarded):  # the first request too, if it had not been passed on yet
+            _signal_workers(procs)
         for p in procs:
             p.wait()
         raise

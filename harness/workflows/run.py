@@ -75,12 +75,14 @@ def run_study(
     results_dir = Path(results_root) / study.name
     check_results_folder(results_dir)
     stop = stop or StopToken()
-    with run_lock(results_dir):
-        return _run_study(study, plugins, results_root, data_root, console, workers, worker_command, restartable, stop)
+    with run_lock(results_dir) as lock_fd:
+        keep_open = () if lock_fd is None else (lock_fd,)
+        return _run_study(study, plugins, results_root, data_root, console, workers, worker_command, restartable, stop,
+                          keep_open)
 
 
 def _run_study(
-    study, plugins, results_root, data_root, console, workers, worker_command, restartable, stop
+    study, plugins, results_root, data_root, console, workers, worker_command, restartable, stop, keep_open=()
 ) -> pd.DataFrame:
     results_dir = Path(results_root) / study.name
     torn = 0 if is_shared(study.search.storage) else repair_journal(results_dir)  # this run holds the folder
@@ -100,7 +102,7 @@ def _run_study(
         f"{study.cv.folds * study.cv.repeats} fold(s); results in {run.results_dir}"
     )
     try:
-        failures = _search(run, plugins, storage, store, console, workers, worker_command, restartable, stop)
+        failures = _search(run, plugins, storage, store, console, workers, worker_command, restartable, stop, keep_open)
     except KeyboardInterrupt:
         _show_interrupted(run, plugins, store)
         raise
@@ -115,7 +117,8 @@ def _run_study(
     return table
 
 
-def _search(run, plugins, storage, store, console, workers, worker_command, restartable, stop) -> dict[str, str]:
+def _search(run, plugins, storage, store, console, workers, worker_command, restartable, stop,
+            keep_open=()) -> dict[str, str]:
     """The study's search by its engine, here or in worker processes; the candidates that failed."""
     study = run.study
     if study.search.engine == "keras_tuner":
@@ -130,7 +133,7 @@ def _search(run, plugins, storage, store, console, workers, worker_command, rest
     # The command line trains in a worker process it replaces when it grows (harness.core.memory).
     solo = workers == 1 and restartable and worker_budget_mb() > 0 and worker_command is not None
     if workers > 1 or solo:
-        run_workers(workers, worker_command or [], console, stop, solo=solo)
+        run_workers(workers, worker_command or [], console, stop, solo=solo, keep_open=keep_open)
         failures = candidate_failures(study, storage)
         if solo:  # the worker scored the test set and ran the nested searches too
             return failures
