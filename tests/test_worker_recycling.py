@@ -96,12 +96,15 @@ with run_lock(Path(sys.argv[1])) as fd:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the lock's descriptor is passed on on POSIX only")
-def test_the_run_lock_lasts_while_a_worker_does_after_its_parent_is_killed(tmp_path):
+def test_the_run_lock_lasts_while_a_worker_does_after_its_parent_is_killed(tmp_path, monkeypatch):
     import os
     import subprocess
 
     from harness.errors import HarnessError
+    from harness.workflows import lock
     from harness.workflows.lock import run_lock
+
+    monkeypatch.setattr(lock, "HOLDER_GONE_WAIT", 1)  # its holder is dead: a short wait, then refused
 
     holder = subprocess.run([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], capture_output=True, text=True)
     worker = int(holder.stdout.split()[0])

@@ -8,11 +8,15 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
+import psutil
+
 from harness.core.locks import Timeout, exclusive
 from harness.errors import HarnessError, file_system_error
 
 #: The lock file a `harness run` holds in its results folder while it runs.
 LOCK_FILE = ".run.lock"
+#: Seconds to wait for a lock whose holder (named in the file) is gone: its workers are ending.
+HOLDER_GONE_WAIT = 15
 
 
 @contextlib.contextmanager
@@ -23,7 +27,8 @@ def run_lock(results_dir: Path) -> Iterator[int | None]:
     path = results_dir / LOCK_FILE
     held = contextlib.ExitStack()
     try:
-        lock = held.enter_context(exclusive(path, timeout=0))
+        # A killed holder's workers end with it, a moment later: wait for them, never for a live run.
+        lock = held.enter_context(exclusive(path, timeout=0 if _holder_alive(path) else HOLDER_GONE_WAIT))
     except Timeout:  # a TimeoutError, so an OSError: caught first
         raise HarnessError(
             f"{results_dir} is in use by another `harness run` ({_holder(path)}). Wait for it to finish, or give "
@@ -50,3 +55,11 @@ def _holder(path: Path) -> str:
         return path.read_text().strip() or "another process"
     except OSError:
         return "another process"
+
+
+def _holder_alive(path: Path) -> bool:
+    """Whether the process named in the lock file may still run (unknown, another host: yes)."""
+    words = _holder(path).split()
+    if len(words) != 4 or words[0] != "pid" or not words[1].isdigit() or words[3] != socket.gethostname():
+        return True
+    return psutil.pid_exists(int(words[1]))

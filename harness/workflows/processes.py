@@ -25,20 +25,22 @@ PR_SET_PDEATHSIG = 1
 
 
 def end_with_parent(stop: StopToken) -> None:
-    """A worker stops (as on SIGTERM: at the end of its epoch, finished folds kept) when its parent
-    dies, even by kill -9: Linux's parent-death signal, and a watchdog where that is missing."""
+    """A worker ends at once when its parent dies, even by kill -9 (Linux's parent-death signal, and
+    a watchdog where that is missing): nothing is lost that a stop at the epoch's end would keep
+    (only finished folds count), and the run lock it inherited must go with it, so that the same
+    command run again can start at once and finish what was cut off. ``stop``: the worker's stop
+    token, which the watchdog leaves alone when a stop is already under way."""
     parent = os.getppid()
     if sys.platform.startswith("linux"):  # elsewhere the watchdog alone
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError, TypeError):
             pass
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
-        if not stop.requested:  # the parent-death signal may have come first: one is enough
-            os.kill(os.getpid(), signal.SIGTERM)
+        os._exit(128 + 9)  # as the parent-death signal would: no cleanup that could block
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
