@@ -95,7 +95,7 @@ with run_lock(Path(sys.argv[1])) as fd:
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="the lock's descriptor is passed on on POSIX only")
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows: workers get no descriptors (pass_fds is POSIX-only), so the lock is not theirs to hold; CI runs Linux")
 def test_the_run_lock_lasts_while_a_worker_does_after_its_parent_is_killed(tmp_path, monkeypatch):
     import os
     import subprocess

@@ -63,8 +63,9 @@ class MemoryGuard:
     def for_worker(cls) -> MemoryGuard:
         """The guard of a training worker: $HARNESS_WORKER_GROWTH_MB, or the last guard's budget where
         that is 0 (the workers of `--workers N` are replaced all the same)."""
-        if worker_budget_mb():
-            return cls(worker_budget_mb(), WORKER_GROWTH_ENV)
+        budget = worker_budget_mb()
+        if budget:
+            return cls(budget, WORKER_GROWTH_ENV)
         return cls(growth_budget_mb(), GROWTH_ENV)
 
     def over_budget(self) -> str | None:

@@ -24,12 +24,11 @@ from harness.errors import EXIT_INTERNAL, EXIT_RECYCLE, EXIT_USER, HarnessError,
 PR_SET_PDEATHSIG = 1
 
 
-def end_with_parent(stop: StopToken) -> None:
+def end_with_parent() -> None:
     """A worker ends at once when its parent dies, even by kill -9 (Linux's parent-death signal, and
     a watchdog where that is missing): nothing is lost that a stop at the epoch's end would keep
     (only finished folds count), and the run lock it inherited must go with it, so that the same
-    command run again can start at once and finish what was cut off. ``stop``: the worker's stop
-    token, which the watchdog leaves alone when a stop is already under way."""
+    command run again can start at once and finish what was cut off."""
     parent = os.getppid()
     if sys.platform.startswith("linux"):  # elsewhere the watchdog alone
         try:

@@ -188,7 +188,7 @@ def run_worker(
     ``solo``: the one worker of a plain `harness run` (bars on, no label), which also scores the test
     set and runs the nested searches."""
     stop = stop or StopToken()
-    end_with_parent(stop)
+    end_with_parent()
     console = Console(stderr=True)
     run, storage, store = start_run(study, plugins, results_root, data_root, Console(stderr=True, quiet=True))
     backend = start_backend()
